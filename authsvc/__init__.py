@@ -1,0 +1,1 @@
+"""authsvc: a token authorization service for container registries."""

@@ -1,0 +1,174 @@
+"""``create_app(settings, *, deps=None)``: wiring only.
+
+The app holds one ``Runtime`` in ``app.extensions["authsvc"]``: the long-lived pieces
+(store, verified-credential cache, audit sink, key ring source) and the current
+``TokenService`` built from the current settings. ``Runtime.reload()`` validates a new
+configuration first and swaps the service only if it is valid; the old one keeps
+serving otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flask import Flask
+
+from authsvc.audit import AuditLog, LoggingAuditLog
+from authsvc.config import Settings, load_settings
+from authsvc.errors import ConfigError, KeyRingError
+from authsvc.identity.cache import VerifiedCache
+from authsvc.identity.sessions import Sessions
+from authsvc.identity.static import PROVIDER as STATIC_PROVIDER
+from authsvc.identity.static import StaticUsers
+from authsvc.service import TokenService
+from authsvc.store import Store, open_store
+from authsvc.tokens import KeyRing, TokenMinter
+from authsvc.web import errors as web_errors
+from authsvc.web import health, keys, token
+
+__all__ = ["Dependencies", "KeyRingSource", "Runtime", "create_app"]
+
+log = logging.getLogger(__name__)
+
+
+class KeyRingSource:
+    """The current key ring of a directory, re-read when its ``ring.json`` changes.
+
+    A stat at most once a second keeps a rotation (``authsvc keys rotate``) effective in
+    every worker without a restart; a ring that fails to load keeps the last good one.
+    """
+
+    def __init__(self, directory: Path, *, check_interval: float = 1.0) -> None:
+        self.directory = directory
+        self._interval = check_interval
+        self._lock = threading.Lock()
+        self._ring = KeyRing.load(directory)
+        self._stamp = self._read_stamp()
+        self._checked = time.monotonic()
+
+    def _read_stamp(self) -> tuple[int, int]:
+        try:
+            st = os.stat(self.directory / "ring.json")
+        except OSError:
+            return (0, 0)
+        return (st.st_mtime_ns, st.st_size)
+
+    def __call__(self) -> KeyRing:
+        if time.monotonic() - self._checked >= self._interval:
+            self.refresh()
+        return self._ring
+
+    def refresh(self) -> None:
+        with self._lock:
+            self._checked = time.monotonic()
+            stamp = self._read_stamp()
+            if stamp == self._stamp:
+                return
+            try:
+                ring = KeyRing.load(self.directory)
+            except KeyRingError as exc:
+                log.error("key ring in %s not reloaded, keeping the old one: %s",
+                          self.directory, exc)
+                return
+            self._ring, self._stamp = ring, stamp
+            log.info("key ring reloaded: signing with %s", ring.signing_key.id)
+
+
+@dataclass
+class Dependencies:
+    """Collaborators a test (or an embedder) may pass in instead of the defaults."""
+
+    store: Store | None = None
+    audit: AuditLog | None = None
+    keyring: Callable[[], KeyRing] | None = None
+    clock: Callable[[], float] = time.time
+    cache_clock: Callable[[], float] = time.monotonic
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    audit: AuditLog
+    keyring: Callable[[], KeyRing]
+    cache: VerifiedCache
+    clock: Callable[[], float]
+    service: TokenService = field(init=False)
+    _reload_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def __post_init__(self) -> None:
+        self.service = self.build_service(self.settings)
+
+    def build_service(self, settings: Settings) -> TokenService:
+        users = StaticUsers(settings, self.cache)
+        sessions = Sessions(self.store, {STATIC_PROVIDER: users})
+        return TokenService(
+            settings,
+            users=users,
+            sessions=sessions,
+            minter=TokenMinter(self.keyring, settings.issuer),
+            audit=self.audit,
+            clock=self.clock,
+        )
+
+    def reload(self, settings: Settings | None = None) -> Settings:
+        """Swap in a new configuration (re-read from its file when none is given).
+
+        Raises ``ConfigError`` and keeps the current configuration when the new one is
+        invalid or changes something that needs a restart.
+        """
+        with self._reload_lock:
+            if settings is None:
+                if self.settings.source is None:
+                    raise ConfigError(["the running configuration has no file to re-read"])
+                settings = load_settings(Path(self.settings.source))
+            restart_only = [
+                name
+                for name in ("storage", "keys")
+                if getattr(settings, name) != getattr(self.settings, name)
+            ]
+            if restart_only:
+                raise ConfigError(
+                    [f"{name}: changing it needs a restart" for name in restart_only],
+                    source=settings.source,
+                )
+            service = self.build_service(settings)
+            self.cache.reconfigure(
+                ttl=settings.credential_cache.ttl,
+                max_entries=settings.credential_cache.max_entries,
+            )
+            if isinstance(self.keyring, KeyRingSource):
+                self.keyring.refresh()
+            self.settings, self.service = settings, service
+            log.info("configuration reloaded (policy %s)", service.policy.digest[:12])
+            return settings
+
+
+def create_app(settings: Settings, *, deps: Dependencies | None = None) -> Flask:
+    deps = deps or Dependencies()
+    runtime = Runtime(
+        settings=settings,
+        store=deps.store or open_store(settings.storage),
+        audit=deps.audit or LoggingAuditLog(),
+        keyring=deps.keyring or KeyRingSource(settings.keys.dir),
+        cache=VerifiedCache(
+            ttl=settings.credential_cache.ttl,
+            max_entries=settings.credential_cache.max_entries,
+            clock=deps.cache_clock,
+        ),
+        clock=deps.clock,
+    )
+    app = Flask("authsvc")
+    app.config["MAX_CONTENT_LENGTH"] = token.MAX_BODY_BYTES
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["authsvc"] = runtime
+    web_errors.init_app(app, realm=settings.realm)
+    for blueprint in (token.bp, health.bp, keys.bp):
+        app.register_blueprint(blueprint)
+    return app

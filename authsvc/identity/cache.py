@@ -1,0 +1,78 @@
+"""A short cache of verified proofs, keyed by a keyed hash of the credential.
+
+bcrypt is slow by design and registry clients re-send the same login on nearly every
+operation, so a successful check is remembered for ``ttl`` seconds. The key is
+HMAC-SHA256 under a per-process random key, so neither the secret nor an offline-
+guessable hash of it is ever held. The value is a *binding* the caller re-checks on
+every hit (for a static user, the password hash it was verified against), so a changed
+password or a removed user takes effect at once. Failures are never cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from time import monotonic
+
+__all__ = ["VerifiedCache"]
+
+
+class VerifiedCache:
+    def __init__(
+        self, *, ttl: float, max_entries: int, clock: Callable[[], float] = monotonic
+    ) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._clock = clock
+        self._key = secrets.token_bytes(32)
+        self._entries: OrderedDict[bytes, tuple[float, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def key(self, *parts: str) -> bytes:
+        """The cache key for a credential: HMAC over its parts, NUL-separated."""
+        message = "\0".join(parts).encode("utf-8", "surrogatepass")
+        return hmac.new(self._key, message, hashlib.sha256).digest()
+
+    def get(self, key: bytes) -> str | None:
+        if self.ttl <= 0:
+            return None
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            expires, binding = entry
+            if expires <= now:
+                del self._entries[key]
+                return None
+            return binding
+
+    def put(self, key: bytes, binding: str) -> None:
+        if self.ttl <= 0:
+            return
+        expires = self._clock() + self.ttl
+        with self._lock:
+            self._entries[key] = (expires, binding)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def discard(self, key: bytes) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def reconfigure(self, *, ttl: float, max_entries: int) -> None:
+        with self._lock:
+            self.ttl = ttl
+            self.max_entries = max_entries
+            if ttl <= 0:
+                self._entries.clear()
+            while len(self._entries) > max_entries:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)

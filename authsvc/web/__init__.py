@@ -1,0 +1,1 @@
+"""HTTP doors: Flask blueprints and the one error handler."""
