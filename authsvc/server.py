@@ -88,14 +88,19 @@ class Server(BaseApplication):  # type: ignore[misc]
             "loglevel": "info",
             "post_worker_init": _post_worker_init,
             "proc_name": "authsvc",
+            "control_socket_disable": True,
         }
         super().__init__()
 
     def load_config(self) -> None:
         for key, value in self.options.items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:  # control_socket_* exist from gunicorn 24 on
+                self.cfg.set(key, value)
 
     def load(self) -> Flask:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
         return create_app(self.settings)
 
     def run(self) -> None:
