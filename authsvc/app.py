@@ -73,8 +73,9 @@ class KeyRingSource:
             try:
                 ring = KeyRing.load(self.directory)
             except KeyRingError as exc:
-                log.error("key ring in %s not reloaded, keeping the old one: %s",
-                          self.directory, exc)
+                log.error(
+                    "key ring in %s not reloaded, keeping the old one: %s", self.directory, exc
+                )
                 return
             self._ring, self._stamp = ring, stamp
             log.info("key ring reloaded: signing with %s", ring.signing_key.id)
@@ -165,7 +166,6 @@ def create_app(settings: Settings, *, deps: Dependencies | None = None) -> Flask
         clock=deps.clock,
     )
     app = Flask("authsvc")
-    app.config["MAX_CONTENT_LENGTH"] = token.MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["authsvc"] = runtime
     web_errors.init_app(app, realm=settings.realm)

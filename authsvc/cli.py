@@ -67,8 +67,13 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--config", "config", type=click.Path(path_type=Path), default=None,
-              help=f"configuration file (default: ${ENV_CONFIG}, else the embedded default)")
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=f"configuration file (default: ${ENV_CONFIG}, else the embedded default)",
+)
 @click.option("--bind", default=DEFAULT_BIND, show_default=True, help="HOST:PORT to listen on")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256))
@@ -150,10 +155,20 @@ def _keys_dir(directory: Path | None, config: Path | None) -> Path:
     return Path("keys")
 
 
-_dir_option = click.option("--dir", "directory", type=click.Path(path_type=Path), default=None,
-                           help="key directory (default: keys.dir of --config, else ./keys)")
-_config_option = click.option("--config", "config", type=click.Path(path_type=Path),
-                              default=None, help="configuration file naming keys.dir")
+_dir_option = click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="key directory (default: keys.dir of --config, else ./keys)",
+)
+_config_option = click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="configuration file naming keys.dir",
+)
 
 
 @main.group("keys")
@@ -164,8 +179,12 @@ def keys_group() -> None:
 @keys_group.command("generate")
 @_dir_option
 @_config_option
-@click.option("--algorithm", type=click.Choice(["ES256", "ES384", "ES512", "RS256"]),
-              default="ES256", show_default=True)
+@click.option(
+    "--algorithm",
+    type=click.Choice(["ES256", "ES384", "ES512", "RS256"]),
+    default="ES256",
+    show_default=True,
+)
 def keys_generate(directory: Path | None, config: Path | None, algorithm: str) -> None:
     """Add a key: active if the ring has none, else staged (published, not yet signing)."""
     where = _keys_dir(directory, config)
@@ -175,8 +194,11 @@ def keys_generate(directory: Path | None, config: Path | None, algorithm: str) -
         _fail(str(exc))
     click.echo(f"{info.id} {info.algorithm} {info.state} kid={info.libtrust_kid}")
     if info.state == "staged":
-        click.echo("staged: publish `authsvc keys bundle` to the registry, then "
-                   "`authsvc keys rotate` to start signing with it", err=True)
+        click.echo(
+            "staged: publish `authsvc keys bundle` to the registry, then "
+            "`authsvc keys rotate` to start signing with it",
+            err=True,
+        )
 
 
 @keys_group.command("list")
@@ -189,8 +211,9 @@ def keys_list(directory: Path | None, config: Path | None) -> None:
     except KeyRingError as exc:
         _fail(str(exc))
     for info in infos:
-        click.echo(f"{info.id}\t{info.algorithm}\t{info.state}\t{info.libtrust_kid}\t"
-                   f"{info.thumbprint}")
+        click.echo(
+            f"{info.id}\t{info.algorithm}\t{info.state}\t{info.libtrust_kid}\t{info.thumbprint}"
+        )
 
 
 @keys_group.command("rotate")
@@ -262,8 +285,11 @@ def tokens_group() -> None:
 def _sessions(config: Path | None) -> Sessions:
     settings = _load(config)
     if settings.storage.startswith("memory://"):
-        _fail("the memory:// store lives inside the server process; "
-              "manage refresh tokens from the command line with storage: redis://", 2)
+        _fail(
+            "the memory:// store lives inside the server process; "
+            "manage refresh tokens from the command line with storage: redis://",
+            2,
+        )
     store = open_store(settings.storage)
     return Sessions(store, {})
 
@@ -279,11 +305,14 @@ def tokens_list(config: Path | None, subject: str, provider: str) -> None:
     except StoreUnavailable as exc:
         _fail(exc.message)
     for s in sessions:
+
         def ts(value: int | None) -> str:
             return "-" if value is None else datetime.fromtimestamp(value, UTC).isoformat()
 
-        click.echo(f"{s.id}\t{s.client_id or '-'}\tcreated {ts(s.created)}\t"
-                   f"expires {ts(s.expires_at)}\tlast used {ts(s.last_used)}")
+        click.echo(
+            f"{s.id}\t{s.client_id or '-'}\tcreated {ts(s.created)}\t"
+            f"expires {ts(s.expires_at)}\tlast used {ts(s.last_used)}"
+        )
 
 
 @tokens_group.command("revoke")
@@ -291,8 +320,9 @@ def tokens_list(config: Path | None, subject: str, provider: str) -> None:
 @click.argument("ids", nargs=-1)
 @click.option("--subject", default=None, help="revoke every token of this subject")
 @click.option("--provider", default=STATIC_PROVIDER, show_default=True)
-def tokens_revoke(config: Path | None, ids: tuple[str, ...], subject: str | None,
-                  provider: str) -> None:
+def tokens_revoke(
+    config: Path | None, ids: tuple[str, ...], subject: str | None, provider: str
+) -> None:
     """Revoke refresh tokens by id (or all of --subject's)."""
     if not ids and subject is None:
         _fail("name token ids or --subject", 2)

@@ -288,6 +288,8 @@ def _problems(exc: ValidationError) -> list[str]:
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown setting (not part of the configuration)"
+        elif error["type"] == "too_short":
+            message = "must not be empty"
         location = _format_location(tuple(error["loc"]))
         if message.startswith("["):  # a list-item message from a list validator
             index, _, message = message.partition(": ")
@@ -345,12 +347,16 @@ def parse_settings(
     except ValidationError as exc:
         raise ConfigError(_problems(exc), source=source) from exc
 
-    keys_dir = settings.keys.dir if settings.keys.dir.is_absolute() else base_dir / settings.keys.dir
+    keys_dir = (
+        settings.keys.dir if settings.keys.dir.is_absolute() else base_dir / settings.keys.dir
+    )
     htpasswd_users: dict[str, str] = {}
     static = settings.identities.static
     if static.htpasswd is not None:
-        path = static.htpasswd if static.htpasswd.is_absolute() else base_dir / static.htpasswd
-        htpasswd_users, problems = _read_htpasswd(path)
+        htpasswd = (
+            static.htpasswd if static.htpasswd.is_absolute() else base_dir / static.htpasswd
+        )
+        htpasswd_users, problems = _read_htpasswd(htpasswd)
         problems += [
             f"identities.static.htpasswd: user {name!r} is also defined in identities.static.users"
             for name in htpasswd_users
@@ -358,7 +364,7 @@ def parse_settings(
         ]
         if problems:
             raise ConfigError(problems, source=source)
-        static = static.model_copy(update={"htpasswd": path})
+        static = static.model_copy(update={"htpasswd": htpasswd})
     return settings.model_copy(
         update={
             "keys": settings.keys.model_copy(update={"dir": keys_dir}),
@@ -388,7 +394,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict
 
 _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type]
+    _construct_mapping,
 )
 
 
@@ -406,7 +412,9 @@ def load_settings(path: Path, *, environ: Mapping[str, str] | None = None) -> Se
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError([f"cannot read the configuration: {exc.strerror}"], source=str(path)) from exc
+        raise ConfigError(
+            [f"cannot read the configuration: {exc.strerror}"], source=str(path)
+        ) from exc
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError([f"larger than {MAX_CONFIG_BYTES} bytes"], source=str(path))
     try:

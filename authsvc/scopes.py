@@ -35,7 +35,8 @@ _TYPE = re.compile(r"[a-z0-9]+(?:\([a-z0-9]+\))?")
 _ACTION = re.compile(r"[a-z]*|\*")
 # A repository path component and an optional registry host[:port] prefix.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)"
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_HOST = rf"(?:{_LABEL}(?:\.{_LABEL})*(?::[0-9]+)?/)"
 _REPOSITORY_NAME = re.compile(rf"{_HOST}?{_COMPONENT}(?:/{_COMPONENT})*")
 _OTHER_NAME = re.compile(r"[A-Za-z0-9._/*:-]+")
 
@@ -110,5 +111,7 @@ def merge_scopes(scopes: Iterable[Scope]) -> list[Scope]:
 
 
 def format_scope(scope: Scope) -> str:
-    type_part = scope.type if scope.resource_class is None else f"{scope.type}({scope.resource_class})"
+    type_part = (
+        scope.type if scope.resource_class is None else f"{scope.type}({scope.resource_class})"
+    )
     return f"{type_part}:{scope.name}:{','.join(scope.actions)}"

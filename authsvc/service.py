@@ -117,7 +117,9 @@ class TokenService:
         if not service:
             raise BadRequest("the 'service' parameter is required", reason="MISSING_SERVICE")
         if service not in self.settings.services:
-            raise UnknownService(f"unknown service {service!r}: this token service does not serve it")
+            raise UnknownService(
+                f"unknown service {service!r}: this token service does not serve it"
+            )
         return service
 
     def _authenticate(self, request: TokenRequest, now: int) -> Identity:

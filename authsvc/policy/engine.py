@@ -36,9 +36,13 @@ class _Entry:
 
 def _entry(rule_id: str, entry: AccessEntry) -> _Entry:
     if entry.registry is not None:
-        return _Entry(rule_id, "registry", None, re.compile(re.escape(entry.registry)), frozenset(
-            entry.actions
-        ))
+        return _Entry(
+            rule_id,
+            "registry",
+            None,
+            re.compile(re.escape(entry.registry)),
+            frozenset(entry.actions),
+        )
     assert entry.repository is not None
     actions = _EVERY_ACTION if ALL in entry.actions else frozenset(entry.actions)
     return _Entry(

@@ -48,8 +48,9 @@ def init_app(app: Flask, *, realm: str) -> None:
         if request.method == "POST":
             response = jsonify(error="invalid_request", error_description=message)
         else:
-            response = jsonify(errors=[{"code": error.name.upper().replace(" ", "_"),
-                                        "message": message}])
+            response = jsonify(
+                errors=[{"code": error.name.upper().replace(" ", "_"), "message": message}]
+            )
         response.status_code = status
         if status == 405 and error.get_response().headers.get("Allow"):
             response.headers["Allow"] = error.get_response().headers["Allow"]

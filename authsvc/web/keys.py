@@ -19,5 +19,6 @@ def jwks() -> Response:
 @bp.get("/certs.pem")
 def bundle() -> Response:
     pem = current_app.extensions["authsvc"].keyring().bundle_pem()
-    return Response(pem, mimetype="application/x-pem-file",
-                    headers={"Cache-Control": "public, max-age=60"})
+    return Response(
+        pem, mimetype="application/x-pem-file", headers={"Cache-Control": "public, max-age=60"}
+    )

@@ -26,7 +26,7 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_FIELDS = 100
 #: The Docker credential-helper convention: this user name means "the password is a
 #: refresh token".
-TOKEN_USERNAME = "<token>"
+TOKEN_USERNAME = "<token>"  # noqa: S105 - a user name, not a secret
 _FORM_TYPE = "application/x-www-form-urlencoded"
 
 
@@ -174,8 +174,8 @@ def post_token() -> Response:
         username, password = form.get("username"), form.get("password")
         if not username or password is None:
             raise BadRequest("grant_type=password needs 'username' and 'password'")
-        credential = RefreshToken(password) if username == TOKEN_USERNAME else Password(
-            username, password
+        credential = (
+            RefreshToken(password) if username == TOKEN_USERNAME else Password(username, password)
         )
     elif grant_type == "refresh_token":
         token = form.get("refresh_token")
