@@ -168,7 +168,7 @@ def create_app(settings: Settings, *, deps: Dependencies | None = None) -> Flask
     app = Flask("authsvc")
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["authsvc"] = runtime
-    web_errors.init_app(app, realm=settings.realm)
+    web_errors.init_app(app)
     for blueprint in (token.bp, health.bp, keys.bp):
         app.register_blueprint(blueprint)
     return app

@@ -24,6 +24,8 @@ from authsvc.store import Store
 from authsvc.store.memory import MemoryStore
 from authsvc.tokens import KeyRing, generate_key
 
+pytest_plugins = ["tests.redis_server"]
+
 SERVICE = "registry.test"
 PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret", "admin": "admin-secret"}
 _HASHES = {name: hash_password(pw, cost=4) for name, pw in PASSWORDS.items()}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from authsvc.errors import AuthsvcError, InvalidCredentials
@@ -20,48 +20,53 @@ __all__ = ["init_app", "render_error"]
 log = logging.getLogger(__name__)
 
 
-def render_error(error: AuthsvcError, *, realm: str) -> Response:
+def _render(
+    status: int, *, code: str, oauth_error: str, message: str, detail: object = None
+) -> Response:
     if request.method == "POST":
-        response = jsonify(error=error.oauth_error, error_description=error.message)
+        response = jsonify(error=oauth_error, error_description=message)
     else:
-        entry: dict[str, object] = {"code": error.code, "message": error.message}
-        if error.detail is not None:
-            entry["detail"] = error.detail
+        entry: dict[str, object] = {"code": code, "message": message}
+        if detail is not None:
+            entry["detail"] = detail
         response = jsonify(errors=[entry])
-    response.status_code = error.status
-    if isinstance(error, InvalidCredentials):
-        response.headers["WWW-Authenticate"] = f'Basic realm="{realm}"'
-    response.headers.update(error.headers)
+    response.status_code = status
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
-def init_app(app: Flask, *, realm: str) -> None:
-    @app.errorhandler(AuthsvcError)
-    def _authsvc_error(error: AuthsvcError) -> Response:
-        return render_error(error, realm=realm)
+def render_error(error: AuthsvcError) -> Response:
+    response = _render(
+        error.status,
+        code=error.code,
+        oauth_error=error.oauth_error,
+        message=error.message,
+        detail=error.detail,
+    )
+    if isinstance(error, InvalidCredentials):
+        realm = current_app.extensions["authsvc"].settings.realm
+        response.headers["WWW-Authenticate"] = f'Basic realm="{realm}"'
+    response.headers.update(error.headers)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(AuthsvcError, render_error)
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:
-        status = error.code or 500
-        message = error.description or error.name
-        if request.method == "POST":
-            response = jsonify(error="invalid_request", error_description=message)
-        else:
-            response = jsonify(
-                errors=[{"code": error.name.upper().replace(" ", "_"), "message": message}]
-            )
-        response.status_code = status
-        if status == 405 and error.get_response().headers.get("Allow"):
-            response.headers["Allow"] = error.get_response().headers["Allow"]
+        response = _render(
+            error.code or 500,
+            code=error.name.upper().replace(" ", "_"),
+            oauth_error="invalid_request",
+            message=error.description or error.name,
+        )
+        allow = error.get_response().headers.get("Allow")
+        if allow:
+            response.headers["Allow"] = allow
         return response
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
         log.exception("unexpected error while serving %s %s", request.method, request.path)
-        if request.method == "POST":
-            response = jsonify(error="server_error", error_description="internal error")
-        else:
-            response = jsonify(errors=[{"code": "UNKNOWN", "message": "internal error"}])
-        response.status_code = 500
-        return response
+        return _render(500, code="UNKNOWN", oauth_error="server_error", message="internal error")

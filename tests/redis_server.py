@@ -1,4 +1,4 @@
-"""A real redis-server for the store contract tests, started once per test session.
+"""A real redis-server for the tests, started once per test session (a pytest plugin).
 
 It listens on a free port on 127.0.0.1, keeps nothing on disk, and is stopped at the
 end. Tests never flush it: each one works under its own random key prefix.
