@@ -1,0 +1,31 @@
+# authsvc: token service for container registries.
+#   docker build -t authsvc .
+#   docker run -p 5001:5001 \
+#     -v $PWD/authsvc.yaml:/etc/authsvc/authsvc.yaml:ro \
+#     -v $PWD/keys:/etc/authsvc/keys:ro authsvc
+# The configuration's keys.dir should be /etc/authsvc/keys (or relative: keys/).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    AUTHSVC_CONFIG=/etc/authsvc/authsvc.yaml
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY authsvc ./authsvc
+RUN pip install . && rm -rf /root/.cache \
+    && groupadd --system authsvc \
+    && useradd --system --gid authsvc --no-create-home --shell /usr/sbin/nologin authsvc \
+    && mkdir -p /etc/authsvc/keys
+
+USER authsvc
+EXPOSE 5001
+VOLUME ["/etc/authsvc"]
+
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:5001/readyz', timeout=2).status == 200 else 1)"]
+
+ENTRYPOINT ["authsvc", "serve", "--bind", "0.0.0.0:5001"]
+CMD ["--threads", "8"]
