@@ -250,6 +250,15 @@ class Settings(_Model):
             raise ValueError(f"unsupported storage URL {value!r}: use memory:// or redis://")
         return value
 
+    @field_validator("realm")
+    @classmethod
+    def _realm(cls, value: str) -> str:
+        if not value or any(c in value for c in '"\\') or not value.isprintable():
+            raise ValueError(
+                "realm must be non-empty printable text without quotes or backslashes"
+            )
+        return value
+
     @field_validator("services")
     @classmethod
     def _services(cls, value: tuple[str, ...]) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from authsvc.audit import AuditLog, new_event_id
 from authsvc.config import Settings
-from authsvc.errors import AuthsvcError, BadRequest, UnknownService
+from authsvc.errors import AuthsvcError, BadRequest, ServiceUnavailable, UnknownService
 from authsvc.identity import ANONYMOUS, Anonymous, Credential, Identity, Password, RefreshToken
 from authsvc.identity.sessions import Sessions
 from authsvc.identity.static import StaticUsers
@@ -102,7 +102,13 @@ class TokenService:
         except AuthsvcError as exc:
             self._record_failure(request, identity, scopes, exc, now)
             raise
-        self._record_grant(request, identity, decision, minted, now)
+        try:
+            self._record_grant(request, identity, decision, minted, now)
+        except ServiceUnavailable:
+            # No token leaves unrecorded; nor does a session nobody was told about.
+            if refresh is not None and not isinstance(request.credential, RefreshToken):
+                self._sessions.revoke(refresh)
+            raise
         return TokenGrant(
             token=minted.token,
             expires_in=max(MIN_EXPIRES_IN, minted.expires_at - minted.issued_at),
@@ -213,7 +219,16 @@ class TokenService:
             },
             token={"jti": minted.jti, "exp": minted.expires_at, "kid": minted.kid},
         )
-        self._audit.record(event)
+        self._record(event)
+
+    def _record(self, event: dict[str, Any]) -> None:
+        try:
+            self._audit.record(event)
+        except Exception as exc:
+            raise ServiceUnavailable(
+                "the audit log did not accept the decision, so no token is issued",
+                reason="AUDIT_UNAVAILABLE",
+            ) from exc
 
     def _record_failure(
         self,
@@ -235,4 +250,4 @@ class TokenService:
                 "policy": self.policy.digest,
             },
         )
-        self._audit.record(event)
+        self._record(event)

@@ -13,6 +13,7 @@ import binascii
 from urllib.parse import parse_qsl
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import MethodNotAllowed
 
 from authsvc.errors import BadRequest, PayloadTooLarge, UnsupportedGrantType
 from authsvc.identity import Anonymous, Credential, Password, RefreshToken
@@ -76,6 +77,11 @@ def _form() -> _Params:
     mimetype = (request.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
     if mimetype != _FORM_TYPE:
         raise BadRequest(f"POST /token takes an {_FORM_TYPE} form, not {mimetype or 'nothing'!r}")
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if chunked and not request.environ.get("wsgi.input_terminated"):
+        raise BadRequest(
+            "this server cannot read chunked request bodies; run authsvc under `authsvc serve`"
+        )
     length = request.content_length
     if length is not None and length > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"the request body is larger than {MAX_BODY_BYTES} bytes")
@@ -139,6 +145,8 @@ def _response(body: dict[str, object]) -> Response:
 
 @bp.get("/token")
 def get_token() -> Response:
+    if request.method == "HEAD":  # Flask adds HEAD to GET routes; a token is never a side effect
+        raise MethodNotAllowed(valid_methods=["GET", "POST"])
     params = _query()
     credential = parse_basic_auth(request.headers.get("Authorization"))
     ip, agent = _client()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import time
 from typing import Any
 
 import jwt
@@ -578,3 +579,29 @@ def test_one_audit_event_per_decision_and_no_secrets(harness: Harness) -> None:
     assert PASSWORDS["alice"] not in text
     assert rt not in text
     assert offline["request"]["offline"] is True
+
+
+class RefusingAudit:
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def record(self, event: Any) -> None:
+        self.seen += 1
+        raise OSError("disk full")
+
+
+def test_no_token_and_no_session_without_an_audit_record(
+    make_settings: MakeSettings,
+) -> None:
+    from authsvc.app import Dependencies, create_app
+    from authsvc.store.memory import MemoryStore
+
+    store = MemoryStore()
+    audit = RefusingAudit()
+    app = create_app(make_settings(), deps=Dependencies(store=store, audit=audit))
+    r = app.test_client().get(f"/token?service={SERVICE}&offline_token=true", headers=ALICE)
+    assert r.status_code == 503
+    assert "audit log did not accept the decision" in r.get_json()["errors"][0]["message"]
+    assert "token" not in r.get_json()
+    assert audit.seen == 1
+    assert store.list_sessions("static:alice", now=int(time.time())) == []

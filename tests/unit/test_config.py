@@ -204,6 +204,8 @@ def test_minimal_config_has_secure_defaults(tmp_path: Path) -> None:
             "rule id 'r' is used twice",
         ),
         ([1, 2], "the configuration must be a mapping"),
+        (config(realm='say "hi"'), "realm: realm must be non-empty printable text"),
+        (config(realm="a\nb"), "realm: realm must be non-empty printable text"),
     ],
 )
 def test_each_problem_names_its_field(data: object, expected: str, tmp_path: Path) -> None:

@@ -1,0 +1,740 @@
+"""``openapi.yaml`` against the real app.
+
+The description is first checked as an OpenAPI 3.1 document (and its examples against
+its own schemas); then every route and every documented status is driven through
+Flask's test client and each real request and response is validated against the
+file with ``openapi_core``: status, documented headers and body. Answers that belong
+to no operation (405) are checked against the spec's reusable response with its own
+schema validator. Nothing here copies a schema out of the file by hand.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote, urlencode
+
+import pytest
+import yaml
+from flask import Flask
+from flask.testing import FlaskClient
+from openapi_core import Config, OpenAPI
+from openapi_core.contrib.werkzeug import WerkzeugOpenAPIResponse
+from openapi_core.datatypes import RequestParameters
+from openapi_core.exceptions import OpenAPIError
+from openapi_schema_validator import OAS31Validator
+from openapi_spec_validator import validate as validate_spec
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+from werkzeug.datastructures import Headers, ImmutableMultiDict
+from werkzeug.test import TestResponse
+
+from authsvc.app import Dependencies, create_app
+from authsvc.audit import AuditLog, MemoryAuditLog
+from authsvc.config import Settings, parse_settings
+from authsvc.errors import KeyRingError, StoreUnavailable
+from authsvc.identity.static import hash_password
+from authsvc.store import SessionRecord, Store
+from authsvc.store.memory import MemoryStore
+from authsvc.tokens import KeyRing, generate_key
+
+SPEC_PATH = Path(__file__).resolve().parents[2] / "openapi.yaml"
+SPEC_URI = "urn:authsvc:openapi"
+SERVICE = "registry.test"
+USER, PASSWORD = "alice", "pw"
+FORM = "application/x-www-form-urlencoded"
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+#: Methods Flask adds to every rule by itself; the spec documents them in prose.
+IMPLICIT_METHODS = {"HEAD", "OPTIONS"}
+#: A well-formed refresh token that no store knows.
+UNKNOWN_REFRESH_TOKEN = "asr_" + "A" * 43
+
+Query = list[tuple[str, str]]
+
+
+def basic(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+
+
+USER_AUTH = basic(USER, PASSWORD)
+
+
+# -- the spec ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spec_dict() -> dict[str, Any]:
+    data = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def pem_loads(value: bytes) -> str:
+    """``application/x-pem-file`` is text (ASCII); openapi_core would keep it as bytes."""
+    return value.decode("ascii")
+
+
+@pytest.fixture(scope="module")
+def openapi() -> OpenAPI:
+    config = Config(extra_media_type_deserializers={"application/x-pem-file": pem_loads})
+    return OpenAPI.from_file_path(str(SPEC_PATH), config=config)
+
+
+@pytest.fixture(scope="module")
+def registry(spec_dict: dict[str, Any]) -> Registry[Any]:
+    """The whole spec as one JSON Schema resource, so in-file ``$ref``s resolve."""
+    resource: Resource[Any] = Resource.from_contents(spec_dict, default_specification=DRAFT202012)
+    registry: Registry[Any] = Registry().with_resource(SPEC_URI, resource)
+    return registry
+
+
+def pointer(*parts: str) -> str:
+    return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def resolve(spec: Mapping[str, Any], node: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Follow a non-schema ``$ref`` (parameter, response, header) inside the spec."""
+    while "$ref" in node:
+        ref = node["$ref"]
+        assert isinstance(ref, str) and ref.startswith("#/"), ref
+        target: Any = spec
+        for part in ref[2:].split("/"):
+            target = target[part.replace("~1", "/").replace("~0", "~")]
+        node = target
+    return node
+
+
+def schema_validator(registry: Registry[Any], json_pointer: str) -> OAS31Validator:
+    """A validator for the schema at ``json_pointer`` in the spec file."""
+    return OAS31Validator(
+        {"$ref": f"{SPEC_URI}#{json_pointer}"},
+        registry=registry,
+        format_checker=OAS31Validator.FORMAT_CHECKER,
+    )
+
+
+def test_spec_is_a_valid_openapi_3_1_document(spec_dict: dict[str, Any]) -> None:
+    validate_spec(spec_dict)
+    assert spec_dict["openapi"] == "3.1.0"
+    scheme = spec_dict["components"]["securitySchemes"]["basicAuth"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "basic")
+    token = spec_dict["paths"]["/token"]
+    assert token["get"]["security"] == [{}, {"basicAuth": []}]  # optional Basic
+    assert token["post"]["security"] == []  # credentials are in the form
+
+
+def _examples(node: Any, at: tuple[str, ...] = ()) -> Iterator[tuple[str, Any, str]]:
+    """(where, value, pointer of its schema) for every example anywhere in the spec."""
+    if isinstance(node, dict):
+        if "schema" in node:  # a parameter, header or media type object
+            schema_at = pointer(*at, "schema")
+            if "example" in node:
+                yield pointer(*at, "example"), node["example"], schema_at
+            for name, example in node.get("examples", {}).items():
+                yield pointer(*at, "examples", name), example["value"], schema_at
+        elif isinstance(node.get("examples"), list):  # a schema object
+            for index, example in enumerate(node["examples"]):
+                yield pointer(*at, "examples", str(index)), example, pointer(*at)
+        for key, value in node.items():
+            yield from _examples(value, (*at, str(key)))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _examples(value, (*at, str(index)))
+
+
+def test_every_example_matches_its_schema(
+    spec_dict: dict[str, Any], registry: Registry[Any]
+) -> None:
+    examples = list(_examples(spec_dict))
+    assert len(examples) > 30
+    for where, value, at in examples:
+        errors = [e.message for e in schema_validator(registry, at).iter_errors(value)]
+        assert not errors, f"{where}: {errors}"
+
+
+def test_routes_and_spec_paths_are_the_same(spec_dict: dict[str, Any], app: Flask) -> None:
+    routes: set[tuple[str, str]] = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = rule.rule.replace("<", "{").replace(">", "}")
+        assert ":" not in path, f"converter in {rule.rule}: map it to a typed path parameter"
+        routes |= {(path, method) for method in (rule.methods or set()) - IMPLICIT_METHODS}
+    documented = {
+        (path, method.upper())
+        for path, item in spec_dict["paths"].items()
+        for method in HTTP_METHODS
+        if method in item
+    }
+    assert routes == documented
+
+
+# -- the app ----------------------------------------------------------------------------
+
+
+class DownStore:
+    """A ``Store`` whose every call fails as an unreachable Redis would."""
+
+    def _down(self) -> StoreUnavailable:
+        return StoreUnavailable("store unavailable: connection refused")
+
+    def ping(self) -> None:
+        raise self._down()
+
+    def claim_once(self, key: str, expires_at: int) -> bool:
+        raise self._down()
+
+    def put_session(
+        self, session_id: str, record: Mapping[str, str], *, index: str, expires_at: int
+    ) -> None:
+        raise self._down()
+
+    def use_session(self, session_id: str, now: int) -> SessionRecord | None:
+        raise self._down()
+
+    def delete_session(self, session_id: str) -> bool:
+        raise self._down()
+
+    def list_sessions(self, index: str, now: int) -> list[SessionRecord]:
+        raise self._down()
+
+    def close(self) -> None:
+        return None
+
+
+class BrokenAudit:
+    """An audit sink failing with something unexpected (not an ``AuthsvcError``)."""
+
+    def record(self, event: Mapping[str, Any]) -> None:
+        raise RuntimeError("disk on fire")
+
+
+def exploding_keys() -> KeyRing:
+    raise RuntimeError("disk on fire")
+
+
+def missing_keys() -> KeyRing:
+    raise KeyRingError("/nonexistent/keys: key directory does not exist")
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    base = tmp_path_factory.mktemp("openapi")
+    generate_key(base / "keys")
+    return parse_settings(
+        {
+            "services": [SERVICE],
+            "keys": {"dir": str(base / "keys")},
+            "identities": {
+                "static": {"users": {USER: {"password_hash": hash_password(PASSWORD, cost=4)}}}
+            },
+            "rules": [
+                {
+                    "id": "alice-team",
+                    "match": {"account": USER},
+                    "allow": [{"repository": "team/**", "actions": ["pull", "push"]}],
+                },
+                {
+                    "id": "anonymous-public",
+                    "match": {"anonymous": True},
+                    "allow": [{"repository": "public/**", "actions": ["pull"]}],
+                },
+            ],
+        },
+        base_dir=base,
+    )
+
+
+class MakeApp(Protocol):
+    def __call__(
+        self,
+        store: Store | None = None,
+        audit: AuditLog | None = None,
+        keyring: Callable[[], KeyRing] | None = None,
+    ) -> Flask: ...
+
+
+@pytest.fixture
+def make_app(settings: Settings) -> MakeApp:
+    """Factory: the real app over ``settings``, with collaborators swapped as asked."""
+
+    def make(
+        store: Store | None = None,
+        audit: AuditLog | None = None,
+        keyring: Callable[[], KeyRing] | None = None,
+    ) -> Flask:
+        deps = Dependencies(
+            store=store or MemoryStore(),
+            audit=audit or MemoryAuditLog(),
+            keyring=keyring,
+        )
+        return create_app(settings, deps=deps)
+
+    return make
+
+
+@pytest.fixture
+def app(make_app: MakeApp) -> Flask:
+    return make_app()
+
+
+# -- calling the app and validating what it answers ---------------------------------------
+
+
+@dataclass
+class SpecRequest:
+    """The request as sent, for ``openapi_core`` (its ``Request`` protocol).
+
+    Built from what the test sends rather than from the server-side request object,
+    whose body stream the view has already consumed.
+    """
+
+    method: str
+    path: str
+    parameters: RequestParameters
+    body: bytes | None
+    content_type: str
+    host_url: str = "http://localhost"
+
+
+@dataclass
+class Call:
+    request: SpecRequest
+    response: TestResponse
+    spec_response: WerkzeugOpenAPIResponse = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.spec_response = WerkzeugOpenAPIResponse(self.response)
+
+    @property
+    def status(self) -> int:
+        return self.response.status_code
+
+    @property
+    def json(self) -> Any:
+        return self.response.get_json()
+
+
+def call(
+    client: FlaskClient,
+    method: str,
+    path: str,
+    *,
+    query: Query | None = None,
+    headers: Mapping[str, str] | None = None,
+    body: bytes | None = None,
+    content_type: str | None = None,
+    chunked: bool = False,
+) -> Call:
+    """Send one request; ``chunked`` sends the body with no Content-Length, as gunicorn
+    hands it over (``wsgi.input_terminated``)."""
+    pairs = query or []
+    sent = Headers(dict(headers or {}))
+    if content_type is not None:
+        sent["Content-Type"] = content_type
+    kwargs: dict[str, Any] = {
+        "method": method,
+        "query_string": urlencode(pairs, quote_via=quote),
+        "headers": sent,
+    }
+    if chunked:
+        sent["Transfer-Encoding"] = "chunked"
+        kwargs["input_stream"] = io.BytesIO(body or b"")
+        kwargs["environ_overrides"] = {"wsgi.input_terminated": True}
+    elif body is not None:
+        kwargs["data"] = body
+    response = client.open(path, **kwargs)
+    request = SpecRequest(
+        method=method.lower(),
+        path=path,
+        parameters=RequestParameters(query=ImmutableMultiDict(pairs), header=sent),
+        body=body,
+        content_type=content_type or "application/octet-stream",
+    )
+    return Call(request, response)
+
+
+def form(**fields: str | list[str]) -> bytes:
+    return urlencode(list(fields.items()), doseq=True).encode("utf-8")
+
+
+def valid(openapi: OpenAPI, c: Call, *, request_too: bool = True) -> Call:
+    """Assert the response (and, unless told otherwise, the request) conforms to the spec."""
+    if request_too:
+        openapi.validate_request(c.request)
+    openapi.validate_response(c.request, c.spec_response)
+    return c
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def token_get(client: FlaskClient, query: Query, auth: str | None = None) -> Call:
+    return call(client, "GET", "/token", query=query,
+                headers={"Authorization": auth} if auth else None)
+
+
+def token_post(client: FlaskClient, body: bytes, *, content_type: str = FORM,
+               chunked: bool = False) -> Call:
+    return call(client, "POST", "/token", body=body, content_type=content_type, chunked=chunked)
+
+
+def offline_login(openapi: OpenAPI, client: FlaskClient) -> str:
+    c = valid(openapi, token_get(client, [
+        ("service", SERVICE), ("account", USER), ("client_id", "docker"),
+        ("offline_token", "true"),
+    ], USER_AUTH))
+    assert c.status == 200
+    refresh: str = c.json["refresh_token"]
+    return refresh
+
+
+# -- GET /token ---------------------------------------------------------------------------
+
+
+def test_get_token_anonymous(openapi: OpenAPI, client: FlaskClient) -> None:
+    c = valid(openapi, token_get(client, [
+        ("service", SERVICE), ("scope", "repository:public/app:pull"),
+        ("offline_token", "true"),
+    ]))
+    assert c.status == 200
+    body = c.json
+    assert body["token"] == body["access_token"]
+    assert "refresh_token" not in body  # anonymous callers never get one
+    assert c.response.headers["Cache-Control"] == "no-store"
+
+
+def test_get_token_with_a_user(openapi: OpenAPI, client: FlaskClient) -> None:
+    c = valid(openapi, token_get(client, [
+        ("service", SERVICE), ("account", USER),
+        ("scope", "repository:team/app:pull,push repository:team/lib:pull"),
+        ("scope", "registry:catalog:*"),
+    ], USER_AUTH))
+    assert c.status == 200
+    assert "refresh_token" not in c.json
+
+
+def test_get_token_offline_gives_a_refresh_token(openapi: OpenAPI, client: FlaskClient) -> None:
+    refresh = offline_login(openapi, client)
+    # The credential-helper convention: user name <token>, password = refresh token.
+    c = valid(openapi, token_get(client, [
+        ("service", SERVICE), ("scope", "repository:team/app:pull"), ("offline_token", "true"),
+    ], basic("<token>", refresh)))
+    assert c.status == 200
+    assert c.json["refresh_token"] == refresh  # never rotated
+
+
+@pytest.mark.parametrize(
+    ("query", "auth", "code", "request_valid"),
+    [
+        pytest.param([("service", "elsewhere.test")], None, "UNKNOWN_SERVICE", True,
+                     id="unknown-service"),
+        pytest.param([("scope", "repository:x:pull")], None, "BAD_REQUEST", False,
+                     id="missing-service"),
+        pytest.param([("service", SERVICE), ("scope", "repository")], None, "INVALID_SCOPE",
+                     False, id="malformed-scope"),
+        pytest.param([("service", SERVICE), ("scope", "repository:Team/App:pull")], None,
+                     "INVALID_SCOPE", True, id="uppercase-repository"),
+        pytest.param([("service", SERVICE)], "Basic !!not-base64!!", "BAD_REQUEST", True,
+                     id="bad-base64"),
+        # The anonymous alternative ({}) lets any Authorization header through the spec.
+        pytest.param([("service", SERVICE)], "Bearer abc", "BAD_REQUEST", True,
+                     id="not-basic"),
+        pytest.param([("service", SERVICE), ("account", "bob")], USER_AUTH, "BAD_REQUEST", True,
+                     id="account-mismatch"),
+        pytest.param([("service", SERVICE), ("offline_token", "maybe")], USER_AUTH,
+                     "BAD_REQUEST", False, id="bad-offline-token"),
+    ],
+)
+def test_get_token_bad_request(
+    openapi: OpenAPI, client: FlaskClient, query: Query, auth: str | None, code: str,
+    request_valid: bool,
+) -> None:
+    c = token_get(client, query, auth)
+    valid(openapi, c, request_too=request_valid)
+    if not request_valid:  # the spec already rules these requests out
+        with pytest.raises(OpenAPIError):
+            openapi.validate_request(c.request)
+    assert c.status == 400
+    assert c.json["errors"][0]["code"] == code
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [basic(USER, "wrong"), basic("<token>", "not-a-refresh-token"),
+     basic("<token>", UNKNOWN_REFRESH_TOKEN)],
+    ids=["wrong-password", "malformed-refresh-token", "unknown-refresh-token"],
+)
+def test_get_token_unauthorized(openapi: OpenAPI, client: FlaskClient, auth: str) -> None:
+    c = valid(openapi, token_get(client, [("service", SERVICE)], auth))
+    assert c.status == 401
+    assert c.response.headers["WWW-Authenticate"] == 'Basic realm="authsvc"'
+    assert c.json["errors"][0]["code"] == "UNAUTHORIZED"
+
+
+def test_get_token_store_down(openapi: OpenAPI, make_app: MakeApp) -> None:
+    client = make_app(store=DownStore()).test_client()
+    c = valid(openapi, token_get(client, [
+        ("service", SERVICE), ("offline_token", "true"), ("client_id", "docker"),
+    ], USER_AUTH))
+    assert c.status == 503
+    assert c.json["errors"][0]["code"] == "UNAVAILABLE"
+
+
+def test_get_token_unexpected_failure(openapi: OpenAPI, make_app: MakeApp) -> None:
+    client = make_app(keyring=exploding_keys).test_client()
+    c = valid(openapi, token_get(client, [("service", SERVICE)]))
+    assert c.status == 500
+    assert "disk on fire" not in c.response.get_data(as_text=True)
+
+
+def test_get_token_audit_failure_is_503(openapi: OpenAPI, make_app: MakeApp) -> None:
+    client = make_app(audit=BrokenAudit()).test_client()
+    c = valid(openapi, token_get(client, [("service", SERVICE)]))
+    assert c.status == 503
+    assert "audit log did not accept the decision" in c.response.get_data(as_text=True)
+
+
+# -- POST /token --------------------------------------------------------------------------
+
+
+def test_post_password_grant(openapi: OpenAPI, client: FlaskClient) -> None:
+    c = valid(openapi, token_post(client, form(
+        grant_type="password", client_id="containerd", username=USER, password=PASSWORD,
+        service=SERVICE, scope=["repository:team/app:pull,push", "repository:other/x:pull"],
+        access_type="offline",
+    ), content_type=FORM + "; charset=utf-8"))
+    assert c.status == 200
+    assert c.json["scope"] == "repository:team/app:pull,push"  # only what was granted
+    assert c.json["refresh_token"].startswith("asr_")
+    assert c.response.headers["Pragma"] == "no-cache"
+
+
+def test_post_refresh_token_grant(openapi: OpenAPI, client: FlaskClient) -> None:
+    refresh = offline_login(openapi, client)
+    c = valid(openapi, token_post(client, form(
+        grant_type="refresh_token", client_id="docker", refresh_token=refresh,
+        service=SERVICE, scope=["repository:team/a:pull repository:team/b:push"],
+    )))
+    assert c.status == 200
+    assert c.json["scope"] == "repository:team/a:pull repository:team/b:push"
+    assert "refresh_token" not in c.json
+
+
+def test_post_refresh_token_grant_chunked(openapi: OpenAPI, client: FlaskClient) -> None:
+    refresh = offline_login(openapi, client)
+    c = valid(openapi, token_post(client, form(
+        grant_type="refresh_token", client_id="skopeo", refresh_token=refresh,
+        service=SERVICE, access_type="offline",
+    ), chunked=True))
+    assert c.status == 200
+    assert c.json["scope"] == ""
+    assert c.json["refresh_token"] == refresh
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "error"),
+    [
+        pytest.param(form(grant_type="client_credentials", client_id="x", service=SERVICE), FORM,
+                     "unsupported_grant_type", id="unsupported-grant-type"),
+        pytest.param(form(grant_type="password", username=USER, password=PASSWORD,
+                          service=SERVICE), FORM, "invalid_request", id="missing-client-id"),
+        pytest.param(form(grant_type="refresh_token", client_id="x", service=SERVICE), FORM,
+                     "invalid_request", id="missing-refresh-token"),
+        pytest.param(b'{"grant_type": "password"}', "application/json", "invalid_request",
+                     id="not-a-form"),
+        pytest.param(form(grant_type="password", client_id="x", username=USER,
+                          password=PASSWORD, service="elsewhere.test"), FORM,
+                     "invalid_request", id="unknown-service"),
+        pytest.param(form(grant_type="password", client_id="x", username=USER,
+                          password=PASSWORD, service=SERVICE, scope="nonsense"), FORM,
+                     "invalid_scope", id="malformed-scope"),
+    ],
+)
+def test_post_token_bad_request(
+    openapi: OpenAPI, client: FlaskClient, body: bytes, content_type: str, error: str
+) -> None:
+    c = valid(openapi, token_post(client, body, content_type=content_type), request_too=False)
+    assert c.status == 400
+    assert c.json["error"] == error
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"grant_type": "password", "username": USER, "password": "wrong"},
+        {"grant_type": "refresh_token", "refresh_token": UNKNOWN_REFRESH_TOKEN},
+    ],
+    ids=["wrong-password", "unknown-refresh-token"],
+)
+def test_post_token_unauthorized(
+    openapi: OpenAPI, client: FlaskClient, fields: dict[str, str]
+) -> None:
+    c = valid(openapi, token_post(client, form(client_id="x", service=SERVICE, **fields)))
+    assert c.status == 401  # never 403 on POST (containerd would give up)
+    assert c.response.headers["WWW-Authenticate"] == 'Basic realm="authsvc"'
+    assert c.json["error"] == "invalid_grant"
+
+
+def _too_large() -> bytes:
+    return form(grant_type="password", client_id="x", username=USER, password=PASSWORD,
+                service=SERVICE, padding="a" * (64 * 1024))
+
+
+def test_post_token_too_large(openapi: OpenAPI, client: FlaskClient) -> None:
+    c = valid(openapi, token_post(client, _too_large()))
+    assert c.status == 413
+    assert c.json["error"] == "invalid_request"
+
+
+def test_post_token_too_large_chunked(openapi: OpenAPI, client: FlaskClient) -> None:
+    c = valid(openapi, token_post(client, _too_large(), chunked=True))
+    assert c.status == 413
+    assert c.json["error"] == "invalid_request"
+
+
+def test_post_token_store_down(openapi: OpenAPI, make_app: MakeApp) -> None:
+    client = make_app(store=DownStore()).test_client()
+    c = valid(openapi, token_post(client, form(
+        grant_type="refresh_token", client_id="docker", refresh_token=UNKNOWN_REFRESH_TOKEN,
+        service=SERVICE,
+    )))
+    assert c.status == 503
+    assert c.json["error"] == "temporarily_unavailable"
+
+
+def test_post_token_unexpected_failure(openapi: OpenAPI, make_app: MakeApp) -> None:
+    client = make_app(keyring=exploding_keys).test_client()
+    c = valid(openapi, token_post(client, form(
+        grant_type="password", client_id="x", username=USER, password=PASSWORD,
+        service=SERVICE,
+    )))
+    assert c.status == 500
+    assert c.json == {"error": "server_error", "error_description": "internal error"}
+
+
+# -- health and keys ----------------------------------------------------------------------
+
+
+def test_healthz(openapi: OpenAPI, client: FlaskClient) -> None:
+    c = valid(openapi, call(client, "GET", "/healthz"))
+    assert c.status == 200
+
+
+def test_readyz_ready(openapi: OpenAPI, client: FlaskClient) -> None:
+    c = valid(openapi, call(client, "GET", "/readyz"))
+    assert c.status == 200
+    assert c.json["status"] == "ready"
+
+
+@pytest.mark.parametrize(
+    ("store_down", "keys_missing", "problems"),
+    [(True, False, 1), (False, True, 1), (True, True, 2)],
+    ids=["store", "keys", "both"],
+)
+def test_readyz_not_ready(
+    openapi: OpenAPI, make_app: MakeApp, store_down: bool, keys_missing: bool, problems: int
+) -> None:
+    app = make_app(store=DownStore() if store_down else None,
+                   keyring=missing_keys if keys_missing else None)
+    c = valid(openapi, call(app.test_client(), "GET", "/readyz"))
+    assert c.status == 503
+    assert len(c.json["problems"]) == problems
+
+
+def test_jwks(openapi: OpenAPI, client: FlaskClient, settings: Settings) -> None:
+    c = valid(openapi, call(client, "GET", "/.well-known/jwks.json"))
+    assert c.status == 200
+    ring = KeyRing.load(settings.keys.dir)
+    assert [key["kid"] for key in c.json["keys"]] == [k.thumbprint for k in ring.published]
+
+
+def test_certs_pem(openapi: OpenAPI, client: FlaskClient, settings: Settings) -> None:
+    c = valid(openapi, call(client, "GET", "/certs.pem"))
+    assert c.status == 200
+    assert c.response.get_data(as_text=True) == KeyRing.load(settings.keys.dir).bundle_pem()
+
+
+# -- answers outside any operation ----------------------------------------------------------
+
+
+def test_head_and_options_answer_every_documented_path(
+    spec_dict: dict[str, Any], client: FlaskClient
+) -> None:
+    """What the spec's description promises for the methods it does not list."""
+    for path, item in spec_dict["paths"].items():
+        query = [("service", SERVICE)] if path == "/token" else None
+        documented = {m.upper() for m in HTTP_METHODS if m in item}
+        options = call(client, "OPTIONS", path, query=query).response
+        assert set(options.headers["Allow"].split(", ")) == documented | IMPLICIT_METHODS, path
+        if path == "/token":
+            head = call(client, "HEAD", path, query=query).response
+            assert head.status_code == 405
+            assert set(head.headers["Allow"].split(", ")) == {"GET", "POST"}
+        elif "get" in item:
+            get = call(client, "GET", path, query=query).response
+            head = call(client, "HEAD", path, query=query).response
+            assert (head.status_code, head.get_data()) == (get.status_code, b""), path
+            assert head.headers["Content-Type"] == get.headers["Content-Type"], path
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("PUT", "/token"), ("DELETE", "/token"), ("POST", "/healthz"), ("POST", "/certs.pem")],
+)
+def test_wrong_method(
+    spec_dict: dict[str, Any], registry: Registry[Any], client: FlaskClient, method: str,
+    path: str,
+) -> None:
+    c = call(client, method, path)
+    assert c.status == 405
+    # No operation exists for these, so openapi_core has nothing to match: check the
+    # spec's reusable response directly, with the same schema dialect.
+    documented = spec_dict["components"]["responses"]["MethodNotAllowed"]
+    mimetype = c.response.mimetype
+    assert mimetype is not None and mimetype in documented["content"]
+    at = ("components", "responses", "MethodNotAllowed")
+    schema_validator(registry, pointer(*at, "content", mimetype, "schema")).validate(c.json)
+    for name, ref in documented["headers"].items():
+        header = resolve(spec_dict, ref)
+        value = c.response.headers.get(name)
+        if value is None:
+            assert not header.get("required"), f"{name} is documented as required"
+            continue
+        at_header = tuple(ref["$ref"][2:].split("/"))
+        schema_validator(registry, pointer(*at_header, "schema")).validate(value)
+    assert method not in c.response.headers["Allow"].split(", ")
+
+
+def test_response_checks_are_not_vacuous(openapi: OpenAPI, client: FlaskClient) -> None:
+    """openapi_core does refuse a response that strays from the spec."""
+    c = token_get(client, [("service", SERVICE)], basic(USER, "wrong"))
+    valid(openapi, c)
+    del c.response.headers["WWW-Authenticate"]
+    with pytest.raises(OpenAPIError):
+        openapi.validate_response(c.request, c.spec_response)
+    c = token_get(client, [("service", SERVICE)])
+    c.response.set_data(c.response.get_data().replace(b'"token"', b'"tokens"', 1))
+    with pytest.raises(OpenAPIError):
+        openapi.validate_response(c.request, c.spec_response)
+    c.response.status_code = 418
+    with pytest.raises(OpenAPIError):
+        openapi.validate_response(c.request, c.spec_response)
+
+
+def test_schema_checks_are_not_vacuous(registry: Registry[Any]) -> None:
+    """The schemas used above do refuse what the app must never send."""
+    token = schema_validator(registry, pointer("components", "schemas", "TokenResponse"))
+    good = {"token": "a.b.c", "access_token": "a.b.c", "expires_in": 60,
+            "issued_at": "2026-11-28T04:35:00Z"}
+    assert token.is_valid(good)
+    for bad in ({**good, "expires_in": 59}, {**good, "issued_at": "2026-11-28 04:35:00"},
+                {**good, "extra": 1}, {k: v for k, v in good.items() if k != "token"},
+                {**good, "refresh_token": "not-ours"}):
+        assert not token.is_valid(bad), bad
