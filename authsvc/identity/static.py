@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
+from collections import Counter
 from dataclasses import dataclass
 
 import bcrypt
@@ -17,12 +19,21 @@ __all__ = ["PROVIDER", "StaticUsers", "hash_password"]
 PROVIDER = "static"
 #: bcrypt ignores bytes past 72; longer passwords are refused rather than truncated.
 MAX_PASSWORD_BYTES = 72
-# Verified against when the user does not exist, so that an unknown name costs the same
-# time as a wrong password and does not reveal which accounts exist.
-_DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(12))
+DEFAULT_COST = 12
 
 
-def hash_password(password: str, *, cost: int = 12) -> str:
+@functools.cache
+def _dummy_hash(cost: int) -> bytes:
+    """Verified against when the user does not exist, at the cost most users have, so
+    that an unknown name takes as long as a wrong password and reveals no accounts."""
+    return bcrypt.hashpw(b"not a password", bcrypt.gensalt(cost))
+
+
+def _cost(password_hash: str) -> int:
+    return int(password_hash.split("$")[2])
+
+
+def hash_password(password: str, *, cost: int = DEFAULT_COST) -> str:
     data = password.encode("utf-8")
     if len(data) > MAX_PASSWORD_BYTES:
         raise ValueError(f"password is longer than {MAX_PASSWORD_BYTES} bytes (bcrypt's limit)")
@@ -49,6 +60,10 @@ class StaticUsers:
         for name, user in settings.identities.static.users.items():
             users[name] = _User(name, user.password_hash, frozenset(user.groups), user.kind)
         self._users = users
+        costs = Counter(_cost(u.password_hash) for u in users.values())
+        # the most common cost; on a tie the higher one
+        self._dummy_cost = max(costs, key=lambda c: (costs[c], c)) if costs else DEFAULT_COST
+        _dummy_hash(self._dummy_cost)  # pay for it at load, not in a request
 
     def _identity(self, user: _User) -> Identity:
         return Identity(
@@ -63,7 +78,7 @@ class StaticUsers:
         user = self._users.get(username)
         data = password.encode("utf-8", "surrogatepass")
         if user is None:
-            bcrypt.checkpw(data[:MAX_PASSWORD_BYTES], _DUMMY_HASH)
+            bcrypt.checkpw(data[:MAX_PASSWORD_BYTES], _dummy_hash(self._dummy_cost))
             raise InvalidCredentials("invalid username or password", reason="UNKNOWN_USER")
         key = self._cache.key(PROVIDER, username, password)
         binding = self._cache.get(key)

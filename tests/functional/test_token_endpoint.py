@@ -605,3 +605,9 @@ def test_no_token_and_no_session_without_an_audit_record(
     assert "token" not in r.get_json()
     assert audit.seen == 1
     assert store.list_sessions("static:alice", now=int(time.time())) == []
+
+
+def test_unknown_user_is_checked_at_the_users_bcrypt_cost(harness: Harness) -> None:
+    """An unknown name must cost what a wrong password costs, or timing reveals accounts."""
+    users = harness.app.extensions["authsvc"].service._users
+    assert users._dummy_cost == 4  # every test user has cost 4
