@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -19,9 +20,9 @@ from pathlib import Path
 
 from flask import Flask
 
-from authsvc.audit import AuditLog, LoggingAuditLog
+from authsvc.audit import AuditLog, LoggingAuditLog, new_event_id
 from authsvc.config import Settings, load_settings
-from authsvc.errors import ConfigError, KeyRingError
+from authsvc.errors import ConfigError, KeyRingError, StoreUnavailable
 from authsvc.identity.cache import VerifiedCache
 from authsvc.identity.sessions import Sessions
 from authsvc.identity.static import PROVIDER as STATIC_PROVIDER
@@ -35,6 +36,12 @@ from authsvc.web import health, keys, token
 __all__ = ["Dependencies", "KeyRingSource", "Runtime", "create_app"]
 
 log = logging.getLogger(__name__)
+
+
+
+def writer_id() -> str:
+    """This process (host:pid), as the store and the audit log know it."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class KeyRingSource:
@@ -105,6 +112,35 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.service = self.build_service(self.settings)
+        self._announce("config.load", self.settings, previous=None)
+
+    def _announce(self, kind: str, settings: Settings, *, previous: Settings | None) -> None:
+        """Tell the store and the audit log which configuration now decides."""
+        for warning in settings.warnings:
+            log.warning("policy lint: %s", warning)
+        policy = self.service.policy.digest
+        digest = settings.digest or policy
+        now = int(self.clock())
+        event: dict[str, object] = {
+            "event_id": new_event_id(),
+            "time": now * 1000,
+            "type": kind,
+            "outcome": "success",
+            "reason": "CONFIG_APPLIED",
+            "writer": writer_id(),
+            "config": {"source": settings.source, "digest": digest, "policy": policy},
+        }
+        if previous is not None:
+            event["previous"] = {"digest": previous.digest, "source": previous.source}
+        try:
+            self.audit.record(event)
+        except Exception:  # not a token decision: log it, and keep serving
+            log.exception("the audit log did not accept the %s event", kind)
+        try:
+            self.store.announce_config(writer_id(), digest, now)
+        except StoreUnavailable as exc:
+            log.warning("could not announce configuration %s to the store: %s",
+                        digest[:12], exc.message)
 
     def build_service(self, settings: Settings) -> TokenService:
         users = StaticUsers(settings, self.cache)
@@ -146,8 +182,10 @@ class Runtime:
             )
             if isinstance(self.keyring, KeyRingSource):
                 self.keyring.refresh()
+            previous = self.settings
             self.settings, self.service = settings, service
             log.info("configuration reloaded (policy %s)", service.policy.digest[:12])
+            self._announce("config.reload", settings, previous=previous)
             return settings
 
 

@@ -23,7 +23,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StrictBool,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -32,7 +31,9 @@ from pydantic import (
 )
 
 from authsvc.errors import ConfigError
-from authsvc.scopes import ACTIONS, ALL
+from authsvc.identity.providers import builtin_schemas
+from authsvc.policy.lint import lint_rules
+from authsvc.policy.schema import AccessEntry, Match, Rule
 
 __all__ = [
     "AccessEntry",
@@ -58,124 +59,10 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
 _BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
-_RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_PATTERN_SEGMENT_CHARS = re.compile(r"[a-z0-9._:*-]+")
-_LITERAL_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
-_HOST_SEGMENT = re.compile(r"[a-z0-9.-]+:[0-9]+|[a-z0-9-]+(?:\.[a-z0-9-]+)+")
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-Action = Literal["pull", "push", "delete", "*"]
-_VALID_ACTIONS = (*ACTIONS, ALL)
-
-
-def _check_actions(value: Any) -> Any:
-    if isinstance(value, list):
-        for i, action in enumerate(value):
-            if isinstance(action, str) and action not in _VALID_ACTIONS:
-                raise ValueError(
-                    f"[{i}]: unknown action {action!r} (use one of {', '.join(_VALID_ACTIONS)})"
-                )
-    return value
-
-
-def check_repository_pattern(pattern: str) -> str:
-    """Refuse a repository pattern that could never match a repository name."""
-    if pattern != pattern.strip() or not pattern:
-        raise ValueError("pattern is empty or has surrounding white space")
-    if pattern.lower() != pattern:
-        raise ValueError(f"pattern {pattern!r} can never match: repository names are lowercase")
-    segments = pattern.split("/")
-    for index, segment in enumerate(segments):
-        if not segment:
-            raise ValueError(f"pattern {pattern!r} can never match: it has an empty path segment")
-        if not _PATTERN_SEGMENT_CHARS.fullmatch(segment):
-            bad = sorted(set(re.sub(r"[a-z0-9._:*-]", "", segment)))
-            raise ValueError(
-                f"pattern {pattern!r} can never match: characters {''.join(bad)!r} "
-                "never occur in repository names"
-            )
-        if "***" in segment:
-            raise ValueError(f"pattern {pattern!r}: '***' is not a wildcard (use * or **)")
-        if "*" in segment:
-            continue
-        host_ok = index == 0 and len(segments) > 1 and _HOST_SEGMENT.fullmatch(segment)
-        if not host_ok and not _LITERAL_COMPONENT.fullmatch(segment):
-            raise ValueError(
-                f"pattern {pattern!r} can never match: {segment!r} is not a valid "
-                "repository path component"
-            )
-    return pattern
-
-
-class Match(_Model):
-    """Which identities a rule applies to; every condition given must hold."""
-
-    account: StrictStr | None = None
-    groups: tuple[StrictStr, ...] | None = None
-    anonymous: StrictBool | None = None
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> Match:
-        if self.account is None and self.groups is None and self.anonymous is None:
-            raise ValueError("match names no condition (use account, groups or anonymous)")
-        if self.groups is not None and not self.groups:
-            raise ValueError("groups: an empty list can never match")
-        if self.anonymous is True and (self.account is not None or self.groups):
-            raise ValueError("anonymous: true cannot be combined with account or groups")
-        return self
-
-
-class AccessEntry(_Model):
-    """One allow or deny entry: a repository pattern or the registry catalog."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    repository: StrictStr | None = None
-    registry: Literal["catalog"] | None = None
-    resource_class: StrictStr | None = Field(default=None, alias="class")
-    actions: Annotated[tuple[Action, ...], Field(min_length=1)]
-
-    _actions = field_validator("actions", mode="before")(_check_actions)
-
-    @field_validator("repository")
-    @classmethod
-    def _pattern(cls, value: str | None) -> str | None:
-        return None if value is None else check_repository_pattern(value)
-
-    @model_validator(mode="after")
-    def _one_resource(self) -> AccessEntry:
-        if (self.repository is None) == (self.registry is None):
-            raise ValueError("name exactly one of repository or registry")
-        if self.registry is not None and self.resource_class is not None:
-            raise ValueError("class applies to repository entries only")
-        if self.registry == "catalog" and set(self.actions) != {ALL}:
-            raise ValueError("the registry catalog is granted only as actions: ['*']")
-        return self
-
-
-class Rule(_Model):
-    id: StrictStr
-    description: StrictStr | None = None
-    match: Match
-    allow: tuple[AccessEntry, ...] = ()
-    deny: tuple[AccessEntry, ...] = ()
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, value: str) -> str:
-        if not _RULE_ID.fullmatch(value):
-            raise ValueError(f"rule id {value!r} must be letters, digits, '.', '_' or '-'")
-        return value
-
-    @model_validator(mode="after")
-    def _does_something(self) -> Rule:
-        if not self.allow and not self.deny:
-            raise ValueError("rule has neither allow nor deny entries")
-        return self
 
 
 class StaticUser(_Model):
@@ -226,6 +113,12 @@ class RefreshTokenSettings(_Model):
     ttl: Annotated[StrictInt, Field(ge=60, le=366 * 86400)] = 30 * 86400
 
 
+class AdminSettings(_Model):
+    """Who may use the admin endpoints (``POST /policy/explain``)."""
+
+    accounts: tuple[StrictStr, ...] = ()
+
+
 class Settings(_Model):
     issuer: StrictStr = "authsvc"
     services: Annotated[tuple[StrictStr, ...], Field(min_length=1)]
@@ -237,11 +130,14 @@ class Settings(_Model):
     credential_cache: CredentialCacheSettings = Field(default_factory=CredentialCacheSettings)
     refresh_tokens: RefreshTokenSettings = Field(default_factory=RefreshTokenSettings)
     rules: tuple[Rule, ...] = ()
+    admin: AdminSettings = Field(default_factory=AdminSettings)
     #: Set by the loader: where the file came from and the hash of its bytes.
     source: StrictStr | None = Field(default=None, exclude=True)
     digest: StrictStr = Field(default="", exclude=True)
     #: Users read from the htpasswd file (name -> bcrypt hash), filled by the loader.
     htpasswd_users: dict[StrictStr, StrictStr] = Field(default_factory=dict, exclude=True)
+    #: Lint warnings found at load (logged, not refused).
+    warnings: tuple[StrictStr, ...] = Field(default=(), exclude=True)
 
     @field_validator("storage")
     @classmethod
@@ -291,7 +187,18 @@ def _format_location(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _problems(exc: ValidationError) -> list[str]:
+def _rule_id(data: Mapping[str, Any], loc: tuple[int | str, ...]) -> str:
+    """`` (id 'x')`` for a location inside ``rules[i]`` whose id is known."""
+    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+        rules = data.get("rules")
+        if isinstance(rules, list) and loc[1] < len(rules) and isinstance(rules[loc[1]], dict):
+            rule_id = rules[loc[1]].get("id")
+            if isinstance(rule_id, str):
+                return f" (id {rule_id!r})"
+    return ""
+
+
+def _problems(exc: ValidationError, data: Mapping[str, Any]) -> list[str]:
     problems = []
     for error in exc.errors():
         message = error["msg"].removeprefix("Value error, ")
@@ -299,7 +206,12 @@ def _problems(exc: ValidationError) -> list[str]:
             message = "unknown setting (not part of the configuration)"
         elif error["type"] == "too_short":
             message = "must not be empty"
-        location = _format_location(tuple(error["loc"]))
+        loc = tuple(error["loc"])
+        location = _format_location(loc)
+        rule_id = _rule_id(data, loc)
+        if rule_id:
+            head = f"rules[{loc[1]}]"
+            location = head + rule_id + location[len(head) :]
         if message.startswith("["):  # a list-item message from a list validator
             index, _, message = message.partition(": ")
             location += index
@@ -354,7 +266,7 @@ def parse_settings(
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc), source=source) from exc
+        raise ConfigError(_problems(exc, data), source=source) from exc
 
     keys_dir = (
         settings.keys.dir if settings.keys.dir.is_absolute() else base_dir / settings.keys.dir
@@ -374,6 +286,15 @@ def parse_settings(
         if problems:
             raise ConfigError(problems, source=source)
         static = static.model_copy(update={"htpasswd": htpasswd})
+    users = set(static.users) | set(htpasswd_users)
+    problems = [
+        f"admin.accounts: {name!r} is not a configured static user"
+        for name in settings.admin.accounts
+        if name not in users
+    ]
+    report = lint_rules(settings.rules, builtin_schemas())
+    if problems or report.errors:
+        raise ConfigError(problems + report.errors, source=source)
     return settings.model_copy(
         update={
             "keys": settings.keys.model_copy(update={"dir": keys_dir}),
@@ -381,6 +302,7 @@ def parse_settings(
             "source": source,
             "digest": digest,
             "htpasswd_users": htpasswd_users,
+            "warnings": tuple(report.warnings),
         }
     )
 

@@ -5,6 +5,6 @@ resource, granted = requested ∩ (union of allows) - (union of denies). Nothing
 allowed by default, deny wins, and ``*`` is granted only when every action is.
 """
 
-from authsvc.policy.engine import Decision, Policy, ScopeDecision
+from authsvc.policy.engine import ActionDecision, Decision, Policy, ScopeDecision
 
-__all__ = ["Decision", "Policy", "ScopeDecision"]
+__all__ = ["ActionDecision", "Decision", "Policy", "ScopeDecision"]

@@ -5,17 +5,47 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from authsvc.config import AccessEntry, Rule
 from authsvc.identity import Identity
-from authsvc.policy.patterns import compile_pattern
+from authsvc.policy.schema import AccessEntry, ClaimTest, Rule
+from authsvc.policy.templates import Template, compile_pattern, expand
 from authsvc.scopes import ACTIONS, ALL, Scope
 
-__all__ = ["Decision", "Policy", "ScopeDecision"]
+__all__ = ["ActionDecision", "Decision", "Policy", "ScopeDecision", "claim_holds"]
 
 _EVERY_ACTION = frozenset((*ACTIONS, ALL))
+_GLOB_PIECES = re.compile(r"(\*)")
+
+
+def _glob_regex(glob: str) -> re.Pattern[str]:
+    """Anchored; ``*`` never crosses ``/``, ``:`` or ``@``; everything else is literal."""
+    body = "".join(
+        "[^/:@]*" if piece == "*" else re.escape(piece) for piece in _GLOB_PIECES.split(glob)
+    )
+    return re.compile(rf"\A{body}\Z")
+
+
+def claim_holds(test: ClaimTest, claims: Mapping[str, object], name: str) -> bool:
+    """Whether one claim test holds. A missing claim, or one of another type than the
+    rule's value, fails every operator but ``present: false``."""
+    present = name in claims and claims[name] is not None
+    if test.present is not None:
+        return present == test.present
+    if not present:
+        return False
+    value = claims[name]
+    if test.glob is not None:
+        return type(value) is str and _glob_regex(test.glob).fullmatch(value) is not None
+    if test.equals is not None:
+        return type(value) is type(test.equals) and value == test.equals
+    choices = test.any if test.any is not None else test.not_in
+    assert choices is not None
+    if type(value) is not type(choices[0]):
+        return False
+    found = any(value == choice for choice in choices)
+    return found if test.any is not None else not found
 
 
 @dataclass(frozen=True)
@@ -23,31 +53,37 @@ class _Entry:
     rule_id: str
     resource_type: str
     resource_class: str | None
-    name: re.Pattern[str]
+    template: Template | None  # None for the registry catalog
     actions: frozenset[str]
 
-    def covers(self, scope: Scope) -> bool:
+    @classmethod
+    def build(cls, rule_id: str, entry: AccessEntry) -> _Entry:
+        if entry.registry is not None:
+            return cls(rule_id, "registry", None, None, frozenset(entry.actions))
+        actions = _EVERY_ACTION if ALL in entry.actions else frozenset(entry.actions)
+        return cls(rule_id, "repository", entry.resource_class, entry.template, actions)
+
+    def patterns(self, identity: Identity, *, deny: bool) -> list[re.Pattern[str]]:
+        if self.template is None:
+            return [compile_pattern("catalog")]
+        if not self.template.placeholders:
+            return [compile_pattern(self.template.skeleton())]
+        return list(
+            expand(
+                self.template,
+                account=identity.account,
+                groups=identity.groups,
+                claims=identity.claims,
+                missing_matches_anything=deny,
+            )
+        )
+
+    def covers(self, scope: Scope, patterns: Sequence[re.Pattern[str]]) -> bool:
         if scope.type != self.resource_type:
             return False
         if self.resource_class is not None and scope.resource_class != self.resource_class:
             return False
-        return self.name.fullmatch(scope.name) is not None
-
-
-def _entry(rule_id: str, entry: AccessEntry) -> _Entry:
-    if entry.registry is not None:
-        return _Entry(
-            rule_id,
-            "registry",
-            None,
-            re.compile(re.escape(entry.registry)),
-            frozenset(entry.actions),
-        )
-    assert entry.repository is not None
-    actions = _EVERY_ACTION if ALL in entry.actions else frozenset(entry.actions)
-    return _Entry(
-        rule_id, "repository", entry.resource_class, compile_pattern(entry.repository), actions
-    )
+        return any(p.fullmatch(scope.name) for p in patterns)
 
 
 @dataclass(frozen=True)
@@ -62,24 +98,61 @@ class _CompiledRule:
             return False
         if match.account is not None and match.account != identity.account:
             return False
-        return match.groups is None or not identity.groups.isdisjoint(match.groups)
+        if match.groups is not None and identity.groups.isdisjoint(match.groups):
+            return False
+        if match.kind is not None and identity.kind not in match.kind:
+            return False
+        if match.provider is not None and identity.provider not in match.provider:
+            return False
+        return all(
+            claim_holds(test, identity.claims, name)
+            for name, test in (match.claims or {}).items()
+        )
+
+
+@dataclass(frozen=True)
+class ActionDecision:
+    """One requested action on one resource: the verdict and the rules behind it."""
+
+    action: str
+    granted: bool
+    allowed_by: tuple[str, ...]
+    denied_by: tuple[str, ...]
+
+    @property
+    def explanation(self) -> str:
+        if self.granted:
+            return f"granted by {', '.join(self.allowed_by)}"
+        if self.denied_by:
+            return f"denied by {', '.join(self.denied_by)}" + (
+                f" (allowed by {', '.join(self.allowed_by)})" if self.allowed_by else ""
+            )
+        if self.action == ALL and self.allowed_by:
+            return "not granted: '*' needs every action allowed, and not all are"
+        if self.action not in _EVERY_ACTION:
+            return f"not granted: {self.action!r} is not an action any rule can grant"
+        return "no rule matched"
 
 
 @dataclass(frozen=True)
 class ScopeDecision:
-    """The decision on one requested resource, with the rules behind it."""
-
     requested: Scope
-    granted: tuple[str, ...]
-    denied: tuple[str, ...]
-    allowed_by: tuple[str, ...]
-    denied_by: tuple[str, ...]
+    actions: tuple[ActionDecision, ...]
+
+    @property
+    def granted(self) -> tuple[str, ...]:
+        return tuple(a.action for a in self.actions if a.granted)
+
+    @property
+    def denied(self) -> tuple[str, ...]:
+        return tuple(a.action for a in self.actions if not a.granted)
 
 
 @dataclass(frozen=True)
 class Decision:
     scopes: tuple[ScopeDecision, ...]
     matched_rules: tuple[str, ...]
+    policy: str
 
     @property
     def granted(self) -> list[Scope]:
@@ -103,51 +176,66 @@ class Policy:
         self._rules = tuple(
             _CompiledRule(
                 rule,
-                tuple(_entry(rule.id, e) for e in rule.allow),
-                tuple(_entry(rule.id, e) for e in rule.deny),
+                tuple(_Entry.build(rule.id, e) for e in rule.allow),
+                tuple(_Entry.build(rule.id, e) for e in rule.deny),
             )
             for rule in rules
         )
         canonical = json.dumps(
-            [r.model_dump(mode="json", by_alias=True) for r in rules], sort_keys=True
+            [r.model_dump(mode="json", by_alias=True, exclude_none=True) for r in rules],
+            sort_keys=True,
         )
         self.digest = hashlib.sha256(canonical.encode()).hexdigest()
 
     def decide(self, identity: Identity, scopes: Iterable[Scope]) -> Decision:
+        """The decision, with the rules behind every action (what ``explain`` shows)."""
         rules = [r for r in self._rules if r.matches(identity)]
+        expanded = [
+            (
+                [(e, e.patterns(identity, deny=False)) for e in r.allow],
+                [(e, e.patterns(identity, deny=True)) for e in r.deny],
+            )
+            for r in rules
+        ]
         return Decision(
-            tuple(self._decide_one(rules, scope) for scope in scopes),
+            tuple(self._decide_one(expanded, scope) for scope in scopes),
             tuple(r.rule.id for r in rules),
+            self.digest,
         )
 
     @staticmethod
-    def _decide_one(rules: Sequence[_CompiledRule], scope: Scope) -> ScopeDecision:
-        allowed: set[str] = set()
-        denied: set[str] = set()
-        allowed_by: list[str] = []
-        denied_by: list[str] = []
-        for rule in rules:
-            for entry in rule.allow:
-                if entry.covers(scope):
-                    allowed |= entry.actions
-                    allowed_by.append(entry.rule_id)
-            for entry in rule.deny:
-                if entry.covers(scope):
-                    denied |= entry.actions
-                    if ALL in scope.actions or entry.actions & set(scope.actions):
-                        denied_by.append(entry.rule_id)
+    def _decide_one(
+        expanded: Sequence[
+            tuple[
+                list[tuple[_Entry, list[re.Pattern[str]]]],
+                list[tuple[_Entry, list[re.Pattern[str]]]],
+            ]
+        ],
+        scope: Scope,
+    ) -> ScopeDecision:
+        allowing: dict[str, list[str]] = {}
+        denying: dict[str, list[str]] = {}
+        for allows, denies in expanded:
+            for entry, patterns in allows:
+                if entry.covers(scope, patterns):
+                    for action in entry.actions:
+                        allowing.setdefault(action, []).append(entry.rule_id)
+            for entry, patterns in denies:
+                if entry.covers(scope, patterns):
+                    for action in entry.actions:
+                        denying.setdefault(action, []).append(entry.rule_id)
         if scope.type == "repository":
-            if allowed >= set(ACTIONS):
-                allowed.add(ALL)
-            if denied:  # `*` means every action; any denied action withholds it
-                denied.add(ALL)
-        requested = scope.actions
-        granted = tuple(a for a in requested if a in allowed and a not in denied)
-        refused = tuple(a for a in requested if a not in granted)
-        return ScopeDecision(
-            scope,
-            granted,
-            refused,
-            tuple(dict.fromkeys(allowed_by)),
-            tuple(dict.fromkeys(denied_by)),
-        )
+            # `*` means every action: granted only when each is allowed and none denied.
+            if all(a in allowing for a in ACTIONS):
+                allowing.setdefault(ALL, [r for a in ACTIONS for r in allowing[a]])
+            if denying:
+                denying.setdefault(ALL, [r for rs in denying.values() for r in rs])
+        decisions = []
+        for action in scope.actions:
+            allowed_by = tuple(dict.fromkeys(allowing.get(action, ())))
+            if action == ALL and not allowed_by:
+                allowed_by = tuple(dict.fromkeys(r for rs in allowing.values() for r in rs))
+            denied_by = tuple(dict.fromkeys(denying.get(action, ())))
+            granted = action in allowing and not denied_by
+            decisions.append(ActionDecision(action, granted, allowed_by, denied_by))
+        return ScopeDecision(scope, tuple(decisions))

@@ -47,6 +47,12 @@ class Store(Protocol):
     def list_sessions(self, index: str, now: int) -> list[SessionRecord]:
         """Live sessions under ``index``, each with its ``id`` field; prunes dead entries."""
 
+    def announce_config(self, writer: str, digest: str, now: int) -> None:
+        """Record which configuration (its hash) ``writer`` (host:pid) now serves."""
+
+    def configs(self) -> dict[str, str]:
+        """writer -> ``digest@time`` of every writer's last announced configuration."""
+
     def close(self) -> None:
         """Release connections."""
 

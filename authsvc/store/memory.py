@@ -42,6 +42,7 @@ class MemoryStore:
         #: Claim key -> when it lapses, in float seconds on the real clock.
         self._claims: dict[str, float] = {}
         self._sessions: dict[str, _Session] = {}
+        self._configs: dict[str, str] = {}
         self._indexes: dict[str, set[str]] = {}
         #: The latest ``now`` seen from a caller: sessions dead at it are swept.
         self._latest_now = 0
@@ -99,6 +100,14 @@ class MemoryStore:
             # Redis returns an index in score order (expires_at, then id): so do we.
             live.sort(key=lambda item: (item[0], item[1]))
             return [_public(session_id, session) for _, session_id, session in live]
+
+    def announce_config(self, writer: str, digest: str, now: int) -> None:
+        with self._lock:
+            self._configs[writer] = f"{digest}@{now}"
+
+    def configs(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._configs)
 
     def close(self) -> None:
         return None

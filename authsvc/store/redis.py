@@ -100,6 +100,7 @@ class RedisStore:
         self._once = f"{prefix}once:"
         self._session = f"{prefix}session:"
         self._index = f"{prefix}sessions-index:"
+        self._configs = f"{prefix}configs"
         self._use_script = client.register_script(_USE_SESSION)
         self._delete_script = client.register_script(_DELETE_SESSION)
         self._list_script = client.register_script(_LIST_SESSIONS)
@@ -172,6 +173,15 @@ class RedisStore:
         if not isinstance(reply, list) or len(reply) % 2:
             raise self._unexpected(reply)
         return [self._record(str(reply[i]), reply[i + 1]) for i in range(0, len(reply), 2)]
+
+    def announce_config(self, writer: str, digest: str, now: int) -> None:
+        with self._guard():
+            self._client.hset(self._configs, writer, f"{digest}@{now}")
+
+    def configs(self) -> dict[str, str]:
+        with self._guard():
+            reply = self._client.hgetall(self._configs)
+        return {str(k): str(v) for k, v in reply.items()}
 
     def close(self) -> None:
         with self._guard():

@@ -312,12 +312,14 @@ class Stack:
         return token
 
     def audit_events(self) -> list[dict[str, Any]]:
-        """Every `authsvc.audit` JSON event authsvc has logged so far, oldest first."""
+        """Every token decision authsvc has logged so far (`token.issue`), oldest first."""
         events: list[dict[str, Any]] = []
         for line in self.authsvc.log_text().splitlines():
             _, found, payload = line.partition(AUDIT_LOGGER)
             if found and payload.startswith("{"):
-                events.append(json.loads(payload))
+                event = json.loads(payload)
+                if event.get("type") == "token.issue":
+                    events.append(event)
         return events
 
     def key_ring(self) -> tuple[KeyEntry, ...]:

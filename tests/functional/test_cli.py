@@ -35,7 +35,7 @@ def test_config_check_prints_every_problem_and_fails(tmp_path: Path) -> None:
     code, _, err = run("config", "check", str(path))
     assert code == 1
     assert "token_ttl: Input should be a valid integer" in err
-    assert "rules[0].allow[0].actions[0]: unknown action 'pul'" in err
+    assert "rules[0] (id 'a').allow[0].actions[0]: unknown action 'pul'" in err
     assert "Traceback" not in err
 
 

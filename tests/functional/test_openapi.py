@@ -202,6 +202,12 @@ class DownStore:
     def list_sessions(self, index: str, now: int) -> list[SessionRecord]:
         raise self._down()
 
+    def announce_config(self, writer: str, digest: str, now: int) -> None:
+        raise self._down()
+
+    def configs(self) -> dict[str, str]:
+        raise self._down()
+
     def close(self) -> None:
         return None
 

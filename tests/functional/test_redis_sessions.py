@@ -56,6 +56,13 @@ class CountingStore:
         self._count("list_sessions")
         return self.inner.list_sessions(index, now)
 
+    def announce_config(self, writer: str, digest: str, now: int) -> None:
+        self._count("announce_config")
+        self.inner.announce_config(writer, digest, now)
+
+    def configs(self) -> dict[str, str]:
+        return self.inner.configs()
+
     def close(self) -> None:
         self.inner.close()
 

@@ -194,7 +194,7 @@ def test_sighup_refuses_an_invalid_config_and_keeps_the_old(server: Served) -> N
         "services: [registry.test]\nrules:\n  - id: x\n    match: {acount: a}\n"
         "    allow: [{repository: a, actions: [pull]}]\n",
     )
-    server.wait_for_log("rules[0].match.acount: unknown setting")
+    server.wait_for_log("rules[0] (id 'x').match.acount: unknown setting")
     assert "keeping the running one" in server.log_text()
     status, _, _ = server.request(
         "GET",

@@ -566,8 +566,10 @@ def test_one_audit_event_per_decision_and_no_secrets(harness: Harness) -> None:
     get(harness, f"service={SERVICE}&scope=repository:team/app:pull", ALICE)
     get(harness, f"service={SERVICE}", basic("alice", "wrong-password"))
     rt = login_offline(harness)
-    assert len(harness.audit.events) == 3
-    ok, bad, offline = harness.audit.events
+    config_load, *decisions = harness.audit.events
+    assert config_load["type"] == "config.load"
+    assert len(decisions) == 3
+    ok, bad, offline = decisions
     assert ok["outcome"] == "success"
     assert ok["decision"]["granted"] == ["repository:team/app:pull"]
     assert ok["decision"]["rules"] == ["dev-team"]
@@ -583,10 +585,10 @@ def test_one_audit_event_per_decision_and_no_secrets(harness: Harness) -> None:
 
 class RefusingAudit:
     def __init__(self) -> None:
-        self.seen = 0
+        self.seen: list[str] = []
 
     def record(self, event: Any) -> None:
-        self.seen += 1
+        self.seen.append(event["type"])
         raise OSError("disk full")
 
 
@@ -603,7 +605,7 @@ def test_no_token_and_no_session_without_an_audit_record(
     assert r.status_code == 503
     assert "audit log did not accept the decision" in r.get_json()["errors"][0]["message"]
     assert "token" not in r.get_json()
-    assert audit.seen == 1
+    assert audit.seen == ["config.load", "token.issue"]
     assert store.list_sessions("static:alice", now=int(time.time())) == []
 
 

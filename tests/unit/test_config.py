@@ -60,7 +60,7 @@ def test_minimal_config_has_secure_defaults(tmp_path: Path) -> None:
         ),
         (
             config(rules=[{"id": "r", "allow": [{"repository": "a", "actions": ["pull"]}]}]),
-            "rules[0].match: Field required",
+            "rules[0] (id 'r').match: Field required",
         ),
         (
             config(
@@ -68,7 +68,7 @@ def test_minimal_config_has_secure_defaults(tmp_path: Path) -> None:
                     {"id": "r", "match": {}, "allow": [{"repository": "a", "actions": ["pull"]}]}
                 ]
             ),
-            "rules[0].match: match names no condition",
+            "rules[0] (id 'r').match: match names no condition",
         ),
         (
             config(
@@ -80,11 +80,11 @@ def test_minimal_config_has_secure_defaults(tmp_path: Path) -> None:
                     }
                 ]
             ),
-            "rules[0].match.acount: unknown setting",
+            "rules[0] (id 'r').match.acount: unknown setting",
         ),
         (
             config(rules=[{"id": "r", "match": {"account": "a"}}]),
-            "rules[0]: rule has neither allow nor deny entries",
+            "rules[0] (id 'r'): rule has neither allow nor deny entries",
         ),
         (
             config(
@@ -99,7 +99,7 @@ def test_minimal_config_has_secure_defaults(tmp_path: Path) -> None:
                     }
                 ]
             ),
-            "rules[0].allow[1].actions[0]: unknown action 'pul'",
+            "rules[0] (id 'r').allow[1].actions[0]: unknown action 'pul'",
         ),
         (
             config(
@@ -111,7 +111,7 @@ def test_minimal_config_has_secure_defaults(tmp_path: Path) -> None:
                     }
                 ]
             ),
-            "rules[0].allow[0].actions: must not be empty",
+            "rules[0] (id 'r').allow[0].actions: must not be empty",
         ),
         (
             config(
@@ -123,8 +123,8 @@ def test_minimal_config_has_secure_defaults(tmp_path: Path) -> None:
                     }
                 ]
             ),
-            "rules[0].allow[0].repository: pattern 'Team/*' can never match: repository names "
-            "are lowercase",
+            "rules[0] (id 'r').allow[0].repository: pattern 'Team/*' can never match: "
+            "repository names are lowercase",
         ),
         (
             config(
@@ -172,7 +172,7 @@ def test_minimal_config_has_secure_defaults(tmp_path: Path) -> None:
                     }
                 ]
             ),
-            "rules[0].allow[0]: the registry catalog is granted only as actions: ['*']",
+            "rules[0] (id 'r').allow[0]: the registry catalog is granted only as actions: ['*']",
         ),
         (
             config(

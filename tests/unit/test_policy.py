@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from authsvc.config import Rule
 from authsvc.identity import ANONYMOUS, Identity
 from authsvc.policy import Policy
-from authsvc.policy.patterns import compile_pattern
+from authsvc.policy.templates import compile_pattern
 from authsvc.scopes import Scope, parse_scope
 
 
@@ -90,7 +90,7 @@ def test_deny_wins_over_allow_from_any_rule() -> None:
         user("alice", "dev"), [parse_scope("repository:team/prod/app:pull,delete")]
     )
     assert [s.actions for s in decision.granted] == [("pull",)]
-    assert decision.scopes[0].denied_by == ("dev",)
+    assert decision.scopes[0].actions[1].denied_by == ("dev",)
     assert decision.outcome == "partial"
 
 
@@ -191,7 +191,7 @@ def test_matched_rules_are_reported() -> None:
     )
     decision = policy.decide(user("u", "g"), [parse_scope("repository:a:pull")])
     assert decision.matched_rules == ("one",)
-    assert decision.scopes[0].allowed_by == ("one",)
+    assert decision.scopes[0].actions[0].allowed_by == ("one",)
 
 
 def test_policy_digest_changes_with_rules() -> None:

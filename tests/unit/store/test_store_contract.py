@@ -403,3 +403,11 @@ def test_open_store_redis_connects_lazily(url: str) -> None:
 def test_open_store_refuses_other_schemes() -> None:
     with pytest.raises(ValueError, match=r"unsupported storage URL scheme in 'ftp://x'"):
         open_store("ftp://x")
+
+
+def test_configs_are_announced_per_writer(store: Store) -> None:
+    assert store.configs() == {}
+    store.announce_config("host-a:1", "abc", 100)
+    store.announce_config("host-b:2", "def", 101)
+    store.announce_config("host-a:1", "123", 102)
+    assert store.configs() == {"host-a:1": "123@102", "host-b:2": "def@101"}
