@@ -31,7 +31,7 @@ from authsvc.service import TokenService
 from authsvc.store import Store, open_store
 from authsvc.tokens import KeyRing, TokenMinter
 from authsvc.web import errors as web_errors
-from authsvc.web import health, keys, token
+from authsvc.web import health, keys, policy, token
 
 __all__ = ["Dependencies", "KeyRingSource", "Runtime", "create_app"]
 
@@ -207,6 +207,6 @@ def create_app(settings: Settings, *, deps: Dependencies | None = None) -> Flask
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["authsvc"] = runtime
     web_errors.init_app(app)
-    for blueprint in (token.bp, health.bp, keys.bp):
+    for blueprint in (token.bp, health.bp, keys.bp, policy.bp):
         app.register_blueprint(blueprint)
     return app

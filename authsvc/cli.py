@@ -5,6 +5,7 @@ Every refusal prints what was wrong on stderr and exits non-zero; no stack trace
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
@@ -17,10 +18,12 @@ from typing import NoReturn
 import click
 
 from authsvc.config import ENV_CONFIG, Settings, load_settings, load_yaml_text, parse_settings
-from authsvc.errors import ConfigError, KeyRingError, StoreUnavailable
+from authsvc.errors import AuthsvcError, ConfigError, KeyRingError, StoreUnavailable
 from authsvc.identity.sessions import Sessions
 from authsvc.identity.static import PROVIDER as STATIC_PROVIDER
 from authsvc.identity.static import hash_password
+from authsvc.policy import Policy
+from authsvc.policy.explain import as_json, build_identity, explain, render_text
 from authsvc.store import open_store
 from authsvc.tokens import KeyRing, generate_key, list_keys, retire, rotate
 
@@ -134,6 +137,8 @@ def config_check(file: Path) -> None:
         settings = load_settings(file)
     except ConfigError as exc:
         _fail(str(exc), 1)
+    for warning in settings.warnings:
+        click.echo(f"authsvc: warning: {warning}", err=True)
     try:
         KeyRing.load(settings.keys.dir)
     except KeyRingError as exc:
@@ -142,6 +147,58 @@ def config_check(file: Path) -> None:
         f"{file}: valid ({len(settings.rules)} rules, {len(settings.services)} services, "
         f"sha256 {settings.digest[:12]})"
     )
+
+
+# -- policy -----------------------------------------------------------------------------
+
+
+@main.group("policy")
+def policy_group() -> None:
+    """Inspect the rules."""
+
+
+@policy_group.command("explain")
+@click.option("--config", "config", type=click.Path(path_type=Path), default=None,
+              help=f"configuration file (default: ${ENV_CONFIG})")
+@click.option("--account", default=None, help="the account asking")
+@click.option("--group", "groups", multiple=True,
+              help="a group of the account (repeatable; default: a static user's own)")
+@click.option("--kind", type=click.Choice(["human", "robot", "ci"]), default=None)
+@click.option("--provider", default=None, help="identity provider (default: static)")
+@click.option("--claims", "claims_json", default=None, help="verified claims as a JSON object")
+@click.option("--anonymous", is_flag=True, help="explain for an anonymous caller")
+@click.option("--json", "as_json_output", is_flag=True, help="print JSON")
+@click.argument("scopes", nargs=-1, required=True)
+def policy_explain(
+    config: Path | None, account: str | None, groups: tuple[str, ...], kind: str | None,
+    provider: str | None, claims_json: str | None, anonymous: bool, as_json_output: bool,
+    scopes: tuple[str, ...],
+) -> None:
+    """For each SCOPE and action: the decision and the rules behind it."""
+    settings = _load(config)
+    claims: dict[str, object] | None = None
+    if claims_json is not None:
+        try:
+            parsed = json.loads(claims_json)
+        except ValueError as exc:
+            _fail(f"--claims is not valid JSON: {exc}", 2)
+        if not isinstance(parsed, dict):
+            _fail("--claims must be a JSON object", 2)
+        claims = parsed
+    user = settings.identities.static.users.get(account or "")
+    if user is not None and not groups and (provider in (None, STATIC_PROVIDER)):
+        groups = user.groups
+        kind = kind or user.kind
+    try:
+        identity = build_identity(account=account, groups=groups, kind=kind, provider=provider,
+                                  claims=claims, anonymous=anonymous)
+        decision = explain(Policy(settings.rules), identity, scopes)
+    except AuthsvcError as exc:
+        _fail(exc.message, 2)
+    if as_json_output:
+        click.echo(json.dumps(as_json(identity, decision), indent=2))
+    else:
+        click.echo(render_text(identity, decision))
 
 
 # -- keys -------------------------------------------------------------------------------

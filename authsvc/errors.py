@@ -13,6 +13,7 @@ bodies themselves.
     │   ├── UnsupportedGrantType   400 a grant_type we do not implement
     │   └── PayloadTooLarge        413 a body or header over its cap
     ├── InvalidCredentials         401 wrong or unknown credentials (WWW-Authenticate)
+    ├── Forbidden                  403 authenticated, but not allowed (admin endpoints only)
     ├── ServiceUnavailable         503 a dependency (store, audit sink) is down
     │   └── StoreUnavailable       503 the store did not answer
     └── ConfigError                (not HTTP) configuration refused, with every problem
@@ -28,6 +29,7 @@ __all__ = [
     "AuthsvcError",
     "BadRequest",
     "ConfigError",
+    "Forbidden",
     "InvalidCredentials",
     "InvalidScope",
     "KeyRingError",
@@ -105,6 +107,15 @@ class InvalidCredentials(AuthsvcError):
     code = "UNAUTHORIZED"
     oauth_error = "invalid_grant"
     reason = "INVALID_CREDENTIALS"
+
+
+class Forbidden(AuthsvcError):
+    """Authenticated but not allowed. Never used by /token (see InvalidCredentials)."""
+
+    status = 403
+    code = "DENIED"
+    oauth_error = "access_denied"
+    reason = "FORBIDDEN"
 
 
 class ServiceUnavailable(AuthsvcError):

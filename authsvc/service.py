@@ -14,7 +14,14 @@ from typing import Any
 
 from authsvc.audit import AuditLog, new_event_id
 from authsvc.config import Settings
-from authsvc.errors import AuthsvcError, BadRequest, ServiceUnavailable, UnknownService
+from authsvc.errors import (
+    AuthsvcError,
+    BadRequest,
+    Forbidden,
+    InvalidCredentials,
+    ServiceUnavailable,
+    UnknownService,
+)
 from authsvc.identity import ANONYMOUS, Anonymous, Credential, Identity, Password, RefreshToken
 from authsvc.identity.sessions import Sessions
 from authsvc.identity.static import StaticUsers
@@ -118,6 +125,15 @@ class TokenService:
             decision=decision,
             refresh_token=refresh,
         )
+
+    def authenticate_admin(self, credential: Credential) -> Identity:
+        """An admin endpoint's caller: a static user listed in ``admin.accounts``."""
+        if not isinstance(credential, Password):
+            raise InvalidCredentials("this endpoint needs an admin's user name and password")
+        identity = self._users.authenticate(credential.username, credential.password)
+        if identity.account not in self.settings.admin.accounts:
+            raise Forbidden(f"{identity.account!r} is not listed in admin.accounts")
+        return identity
 
     def _check_service(self, service: str | None) -> str:
         if not service:

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def _render(
     status: int, *, code: str, oauth_error: str, message: str, detail: object = None
 ) -> Response:
-    if request.method == "POST":
+    if request.method == "POST" and request.path == "/token":
         response = jsonify(error=oauth_error, error_description=message)
     else:
         entry: dict[str, object] = {"code": code, "message": message}

@@ -39,6 +39,30 @@ def test_config_check_prints_every_problem_and_fails(tmp_path: Path) -> None:
     assert "Traceback" not in err
 
 
+def test_config_check_prints_lint_warnings_and_passes(tmp_path: Path, keys_dir: Path) -> None:
+    config = base_config(keys_dir)
+    path = tmp_path / "warn.yaml"
+    path.write_text(yaml.safe_dump(config))
+    code, _, err = run("config", "check", str(path))
+    assert code == 0
+    assert "warning: rules[2] (id 'admin').allow[0]: grants every action on every repository" in (
+        err
+    )
+
+
+def test_config_check_refuses_lint_errors(tmp_path: Path, keys_dir: Path) -> None:
+    config = base_config(keys_dir)
+    config["rules"][0]["match"] = {"provider": "static", "claims": {"ref": "main"}}
+    path = tmp_path / "lint.yaml"
+    path.write_text(yaml.safe_dump(config))
+    code, _, err = run("config", "check", str(path))
+    assert code == 1
+    assert (
+        "rules[0] (id 'dev-team').match.claims.ref: provider static does not issue claim 'ref'"
+        in err
+    )
+
+
 def test_config_check_of_a_missing_file(tmp_path: Path) -> None:
     code, _, err = run("config", "check", str(tmp_path / "none.yaml"))
     assert code == 1
