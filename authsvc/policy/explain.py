@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from typing import Any
 
 from authsvc.errors import BadRequest
 from authsvc.identity import ANONYMOUS, Identity, Kind
@@ -39,7 +39,7 @@ def build_identity(
         raise BadRequest(f"kind must be one of {', '.join(_KINDS)}, not {kind!r}")
     return Identity(
         subject=account,
-        kind=cast(Kind, kind or "human"),
+        kind=kind or "human",
         provider=provider or "static",
         account=account,
         groups=frozenset(groups),
