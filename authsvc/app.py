@@ -114,28 +114,51 @@ class Runtime:
         self.service = self.build_service(self.settings)
         self._announce("config.load", self.settings, previous=None)
 
+    def _validated(self, settings: Settings | None) -> Settings:
+        if settings is None:
+            if self.settings.source is None:
+                raise ConfigError(["the running configuration has no file to re-read"])
+            settings = load_settings(Path(self.settings.source))
+        restart_only = [
+            name
+            for name in ("storage", "keys")
+            if getattr(settings, name) != getattr(self.settings, name)
+        ]
+        if restart_only:
+            raise ConfigError(
+                [f"{name}: changing it needs a restart" for name in restart_only],
+                source=settings.source,
+            )
+        return settings
+
+    def _record_config_event(self, fields: dict[str, object]) -> None:
+        event: dict[str, object] = {
+            "event_id": new_event_id(),
+            "time": int(self.clock()) * 1000,
+            "writer": writer_id(),
+            **fields,
+        }
+        try:
+            self.audit.record(event)
+        except Exception:  # not a token decision: log it, and keep serving
+            log.exception("the audit log did not accept the %s event", fields["type"])
+
     def _announce(self, kind: str, settings: Settings, *, previous: Settings | None) -> None:
         """Tell the store and the audit log which configuration now decides."""
         for warning in settings.warnings:
             log.warning("policy lint: %s", warning)
         policy = self.service.policy.digest
         digest = settings.digest or policy
-        now = int(self.clock())
         event: dict[str, object] = {
-            "event_id": new_event_id(),
-            "time": now * 1000,
             "type": kind,
             "outcome": "success",
             "reason": "CONFIG_APPLIED",
-            "writer": writer_id(),
             "config": {"source": settings.source, "digest": digest, "policy": policy},
         }
         if previous is not None:
             event["previous"] = {"digest": previous.digest, "source": previous.source}
-        try:
-            self.audit.record(event)
-        except Exception:  # not a token decision: log it, and keep serving
-            log.exception("the audit log did not accept the %s event", kind)
+        self._record_config_event(event)
+        now = int(self.clock())
         try:
             self.store.announce_config(writer_id(), digest, now)
         except StoreUnavailable as exc:
@@ -161,20 +184,14 @@ class Runtime:
         invalid or changes something that needs a restart.
         """
         with self._reload_lock:
-            if settings is None:
-                if self.settings.source is None:
-                    raise ConfigError(["the running configuration has no file to re-read"])
-                settings = load_settings(Path(self.settings.source))
-            restart_only = [
-                name
-                for name in ("storage", "keys")
-                if getattr(settings, name) != getattr(self.settings, name)
-            ]
-            if restart_only:
-                raise ConfigError(
-                    [f"{name}: changing it needs a restart" for name in restart_only],
-                    source=settings.source,
+            try:
+                settings = self._validated(settings)
+            except ConfigError as exc:
+                self._record_config_event(
+                    {"type": "config.reload", "outcome": "failure", "reason": "CONFIG_INVALID",
+                     "problems": exc.problems, "config": {"source": exc.source}}
                 )
+                raise
             service = self.build_service(settings)
             self.cache.reconfigure(
                 ttl=settings.credential_cache.ttl,

@@ -613,3 +613,30 @@ def test_unknown_user_is_checked_at_the_users_bcrypt_cost(harness: Harness) -> N
     """An unknown name must cost what a wrong password costs, or timing reveals accounts."""
     users = harness.app.extensions["authsvc"].service._users
     assert users._dummy_cost == 4  # every test user has cost 4
+
+
+def test_reloads_are_audited_and_announced(
+    make_harness: MakeHarness, make_settings: MakeSettings
+) -> None:
+    from authsvc.app import writer_id
+    from authsvc.errors import ConfigError
+
+    h = make_harness()
+    runtime = h.app.extensions["authsvc"]
+    first_policy = runtime.service.policy.digest
+    assert h.store.configs() == {writer_id(): f"{first_policy}@{int(h.clock())}"}
+    settings = make_settings()
+    new = settings.model_copy(update={"rules": settings.rules[:1]})
+    runtime.reload(new)
+    loaded, reloaded = h.audit.events
+    assert loaded["type"] == "config.load"
+    assert reloaded["type"] == "config.reload"
+    assert reloaded["config"]["policy"] == runtime.service.policy.digest != first_policy
+    assert h.store.configs()[writer_id()].startswith(runtime.service.policy.digest)
+    with pytest.raises(ConfigError):
+        runtime.reload(new.model_copy(update={"storage": "redis://127.0.0.1:1/0"}))
+    refused = h.audit.events[-1]
+    assert (refused["type"], refused["outcome"]) == ("config.reload", "failure")
+    assert refused["problems"] == ["storage: changing it needs a restart"]
+    get(h, f"service={SERVICE}&scope=repository:team/app:pull", ALICE)
+    assert h.audit.events[-1]["decision"]["policy"] == runtime.service.policy.digest
