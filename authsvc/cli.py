@@ -186,8 +186,8 @@ def policy_explain(
             _fail("--claims must be a JSON object", 2)
         claims = parsed
     user = settings.identities.static.users.get(account or "")
-    if user is not None and not groups and (provider in (None, STATIC_PROVIDER)):
-        groups = user.groups
+    if user is not None and provider in (None, STATIC_PROVIDER):
+        groups = groups or user.groups
         kind = kind or user.kind
     try:
         identity = build_identity(account=account, groups=groups, kind=kind, provider=provider,

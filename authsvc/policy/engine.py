@@ -118,6 +118,8 @@ class ActionDecision:
     granted: bool
     allowed_by: tuple[str, ...]
     denied_by: tuple[str, ...]
+    #: Rules that allow *some* action on this resource (explains a near miss).
+    covered_by: tuple[str, ...] = ()
 
     @property
     def explanation(self) -> str:
@@ -131,6 +133,11 @@ class ActionDecision:
             return "not granted: '*' needs every action allowed, and not all are"
         if self.action not in _EVERY_ACTION:
             return f"not granted: {self.action!r} is not an action any rule can grant"
+        if self.covered_by:
+            return (
+                f"not granted: {', '.join(self.covered_by)} cover this resource but do not "
+                f"allow {self.action!r}"
+            )
         return "no rule matched"
 
 
@@ -230,6 +237,7 @@ class Policy:
                 allowing.setdefault(ALL, [r for a in ACTIONS for r in allowing[a]])
             if denying:
                 denying.setdefault(ALL, [r for rs in denying.values() for r in rs])
+        covering = tuple(dict.fromkeys(r for rs in allowing.values() for r in rs))
         decisions = []
         for action in scope.actions:
             allowed_by = tuple(dict.fromkeys(allowing.get(action, ())))
@@ -237,5 +245,5 @@ class Policy:
                 allowed_by = tuple(dict.fromkeys(r for rs in allowing.values() for r in rs))
             denied_by = tuple(dict.fromkeys(denying.get(action, ())))
             granted = action in allowing and not denied_by
-            decisions.append(ActionDecision(action, granted, allowed_by, denied_by))
+            decisions.append(ActionDecision(action, granted, allowed_by, denied_by, covering))
         return ScopeDecision(scope, tuple(decisions))

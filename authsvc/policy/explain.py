@@ -16,7 +16,8 @@ from authsvc.scopes import format_scope, parse_scopes
 
 __all__ = ["as_json", "build_identity", "explain", "render_text"]
 
-_KINDS: tuple[Kind, ...] = ("human", "robot", "ci", "anonymous")
+#: The kinds a named identity can have (anonymous is asked for with ``anonymous``).
+_KINDS: tuple[Kind, ...] = ("human", "robot", "ci")
 
 
 def build_identity(
@@ -30,8 +31,10 @@ def build_identity(
 ) -> Identity:
     """The identity to explain for, from its parts (refused with a reason if they clash)."""
     if anonymous:
-        if account or list(groups) or claims:
-            raise BadRequest("an anonymous identity has no account, groups or claims")
+        if account or list(groups) or claims or kind or provider:
+            raise BadRequest(
+                "an anonymous identity has no account, groups, claims, kind or provider"
+            )
         return ANONYMOUS
     if not account:
         raise BadRequest("give an account (or ask for the anonymous identity)")

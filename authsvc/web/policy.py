@@ -11,10 +11,10 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from authsvc.errors import BadRequest, PayloadTooLarge
+from authsvc.errors import BadRequest
 from authsvc.policy.explain import as_json, build_identity, explain
 from authsvc.service import TokenService
-from authsvc.web.token import MAX_BODY_BYTES, parse_basic_auth
+from authsvc.web.token import parse_basic_auth, read_body
 
 __all__ = ["bp"]
 
@@ -26,11 +26,8 @@ _FIELDS = {"account", "groups", "kind", "provider", "claims", "anonymous", "scop
 def _body() -> dict[str, Any]:
     if (request.mimetype or "") != "application/json":
         raise BadRequest("POST /policy/explain takes a JSON body (application/json)")
-    raw = request.stream.read(MAX_BODY_BYTES + 1)
-    if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the request body is larger than {MAX_BODY_BYTES} bytes")
     try:
-        body = json.loads(raw)
+        body = json.loads(read_body())
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
@@ -41,12 +38,15 @@ def _body() -> dict[str, Any]:
     return body
 
 
+_JSON_TYPES = {str: "string", list: "array", dict: "object", bool: "boolean"}
+
+
 def _typed(body: dict[str, Any], name: str, kind: type, default: Any) -> Any:
-    value = body.get(name, default)
-    if value is default:
-        return value
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise BadRequest(f"{name!r} must be a JSON {kind.__name__}")
+    if name not in body:
+        return default
+    value = body[name]
+    if not isinstance(value, kind):
+        raise BadRequest(f"{name!r} must be a JSON {_JSON_TYPES[kind]}")
     return value
 
 
@@ -56,8 +56,8 @@ def explain_endpoint() -> Response:
     service.authenticate_admin(parse_basic_auth(request.headers.get("Authorization")))
     body = _body()
     scopes = _typed(body, "scopes", list, None)
-    if not scopes or not all(isinstance(s, str) for s in scopes):
-        raise BadRequest("'scopes' must be a non-empty list of scope strings")
+    if not scopes or not all(isinstance(s, str) and s.strip() for s in scopes):
+        raise BadRequest("'scopes' must be a non-empty list of non-empty scope strings")
     groups = _typed(body, "groups", list, [])
     if not all(isinstance(g, str) for g in groups):
         raise BadRequest("'groups' must be a list of strings")

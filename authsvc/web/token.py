@@ -19,7 +19,7 @@ from authsvc.errors import BadRequest, PayloadTooLarge, UnsupportedGrantType
 from authsvc.identity import Anonymous, Credential, Password, RefreshToken
 from authsvc.service import TokenGrant, TokenRequest
 
-__all__ = ["MAX_BODY_BYTES", "bp", "parse_basic_auth"]
+__all__ = ["MAX_BODY_BYTES", "bp", "parse_basic_auth", "read_body"]
 
 bp = Blueprint("token", __name__)
 
@@ -73,10 +73,8 @@ def _query() -> _Params:
     return _decode_pairs(raw, "the query string")
 
 
-def _form() -> _Params:
-    mimetype = (request.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
-    if mimetype != _FORM_TYPE:
-        raise BadRequest(f"POST /token takes an {_FORM_TYPE} form, not {mimetype or 'nothing'!r}")
+def read_body() -> bytes:
+    """The request body, chunked or not, refused past ``MAX_BODY_BYTES``."""
     chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
     if chunked and not request.environ.get("wsgi.input_terminated"):
         raise BadRequest(
@@ -88,7 +86,14 @@ def _form() -> _Params:
     body = request.stream.read(MAX_BODY_BYTES + 1)
     if len(body) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"the request body is larger than {MAX_BODY_BYTES} bytes")
-    return _decode_pairs(body, "the form body")
+    return body
+
+
+def _form() -> _Params:
+    mimetype = (request.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+    if mimetype != _FORM_TYPE:
+        raise BadRequest(f"POST /token takes an {_FORM_TYPE} form, not {mimetype or 'nothing'!r}")
+    return _decode_pairs(read_body(), "the form body")
 
 
 def parse_basic_auth(header: str | None) -> Credential:

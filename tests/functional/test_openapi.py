@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,10 @@ SPEC_PATH = Path(__file__).resolve().parents[2] / "openapi.yaml"
 SPEC_URI = "urn:authsvc:openapi"
 SERVICE = "registry.test"
 USER, PASSWORD = "alice", "pw"
+#: The one account in ``admin.accounts`` (``POST /policy/explain``).
+ADMIN, ADMIN_PASSWORD = "root", "root-pw"
 FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 #: Methods Flask adds to every rule by itself; the spec documents them in prose.
 IMPLICIT_METHODS = {"HEAD", "OPTIONS"}
@@ -61,6 +65,7 @@ def basic(username: str, password: str) -> str:
 
 
 USER_AUTH = basic(USER, PASSWORD)
+ADMIN_AUTH = basic(ADMIN, ADMIN_PASSWORD)
 
 
 # -- the spec ---------------------------------------------------------------------------
@@ -125,6 +130,11 @@ def test_spec_is_a_valid_openapi_3_1_document(spec_dict: dict[str, Any]) -> None
     token = spec_dict["paths"]["/token"]
     assert token["get"]["security"] == [{}, {"basicAuth": []}]  # optional Basic
     assert token["post"]["security"] == []  # credentials are in the form
+    explain = spec_dict["paths"]["/policy/explain"]["post"]
+    assert explain["security"] == [{"basicAuth": []}]  # required, no anonymous alternative
+    assert explain["requestBody"]["required"] is True
+    request_schema = spec_dict["components"]["schemas"]["ExplainRequest"]
+    assert request_schema["additionalProperties"] is False
 
 
 def _examples(node: Any, at: tuple[str, ...] = ()) -> Iterator[tuple[str, Any, str]]:
@@ -236,8 +246,17 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
             "services": [SERVICE],
             "keys": {"dir": str(base / "keys")},
             "identities": {
-                "static": {"users": {USER: {"password_hash": hash_password(PASSWORD, cost=4)}}}
+                "static": {
+                    "users": {
+                        USER: {"password_hash": hash_password(PASSWORD, cost=4)},
+                        ADMIN: {
+                            "password_hash": hash_password(ADMIN_PASSWORD, cost=4),
+                            "kind": "robot",
+                        },
+                    }
+                }
             },
+            "admin": {"accounts": [ADMIN]},
             "rules": [
                 {
                     "id": "alice-team",
@@ -389,6 +408,16 @@ def token_get(client: FlaskClient, query: Query, auth: str | None = None) -> Cal
 def token_post(client: FlaskClient, body: bytes, *, content_type: str = FORM,
                chunked: bool = False) -> Call:
     return call(client, "POST", "/token", body=body, content_type=content_type, chunked=chunked)
+
+
+def explain_post(
+    client: FlaskClient, body: object, *, auth: str | None = ADMIN_AUTH,
+    content_type: str = JSON,
+) -> Call:
+    """``POST /policy/explain``; ``body`` is sent as is if bytes, as JSON otherwise."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
+    return call(client, "POST", "/policy/explain", body=raw, content_type=content_type,
+                headers={"Authorization": auth} if auth else None)
 
 
 def offline_login(openapi: OpenAPI, client: FlaskClient) -> str:
@@ -625,6 +654,139 @@ def test_post_token_unexpected_failure(openapi: OpenAPI, make_app: MakeApp) -> N
     assert c.json == {"error": "server_error", "error_description": "internal error"}
 
 
+# -- POST /policy/explain -------------------------------------------------------------------
+
+
+def test_explain_for_a_user(openapi: OpenAPI, client: FlaskClient) -> None:
+    c = valid(openapi, explain_post(client, {
+        "account": USER,
+        "scopes": ["repository:team/app:pull,push,delete,* repository:other/x:pull",
+                   "registry:catalog:*", "repository:team/app:frobnicate"],
+    }))
+    assert c.status == 200
+    assert c.response.headers["Cache-Control"] == "no-store"
+    body = c.json
+    assert body["identity"] == {"account": USER, "kind": "human", "provider": "static",
+                                "groups": [], "claims": {}}
+    assert body["matched_rules"] == ["alice-team"]
+    assert [s["scope"] for s in body["scopes"]] == [
+        "repository:team/app:pull,push,delete,*,frobnicate", "repository:other/x:pull",
+        "registry:catalog:*",
+    ]
+    assert body["granted"] == ["repository:team/app:pull,push"]
+
+
+def test_explain_for_the_anonymous_identity(openapi: OpenAPI, client: FlaskClient) -> None:
+    c = valid(openapi, explain_post(
+        client, {"anonymous": True, "scopes": ["repository:public/app:pull,push"]},
+        content_type=JSON + "; charset=utf-8",
+    ))
+    assert c.status == 200
+    assert c.json["identity"]["account"] is None
+    assert c.json["identity"]["kind"] == "anonymous"
+    assert c.json["granted"] == ["repository:public/app:pull"]
+
+
+def test_explain_for_a_ci_identity_with_claims(openapi: OpenAPI, client: FlaskClient) -> None:
+    c = valid(openapi, explain_post(client, {
+        "account": "project_path:team/app", "groups": ["b", "a"], "kind": "ci",
+        "provider": "gitlab", "claims": {"project_path": "team/app", "ref_protected": True},
+        "scopes": ["repository:team/app:pull"],
+    }))
+    assert c.status == 200
+    assert c.json["identity"]["groups"] == ["a", "b"]
+    assert c.json["identity"]["claims"] == {"project_path": "team/app", "ref_protected": True}
+    assert c.json["granted"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "auth", "code", "message", "request_valid"),
+    [
+        pytest.param({"account": USER, "scope": ["repository:a:pull"]}, JSON, ADMIN_AUTH,
+                     "BAD_REQUEST", "unknown fields scope", False, id="unknown-field"),
+        pytest.param({"account": USER, "scopes": "repository:a:pull"}, JSON, ADMIN_AUTH,
+                     "BAD_REQUEST", "'scopes' must be", False, id="scopes-not-a-list"),
+        pytest.param({"account": USER, "groups": "dev", "scopes": ["repository:a:pull"]}, JSON,
+                     ADMIN_AUTH, "BAD_REQUEST", "'groups' must be", False, id="groups-not-a-list"),
+        pytest.param({"account": USER, "anonymous": "yes", "scopes": ["repository:a:pull"]},
+                     JSON, ADMIN_AUTH, "BAD_REQUEST", "'anonymous' must be", False,
+                     id="anonymous-not-a-boolean"),
+        pytest.param({"account": USER, "scopes": []}, JSON, ADMIN_AUTH, "BAD_REQUEST",
+                     "'scopes' must be a non-empty list", False, id="empty-scopes"),
+        pytest.param({"scopes": ["repository:a:pull"]}, JSON, ADMIN_AUTH, "BAD_REQUEST",
+                     "give an account", False, id="no-account"),
+        pytest.param({"anonymous": True, "account": USER, "scopes": ["repository:a:pull"]},
+                     JSON, ADMIN_AUTH, "BAD_REQUEST", "an anonymous identity has no account",
+                     False, id="anonymous-with-account"),
+        pytest.param({"account": USER, "kind": "martian", "scopes": ["repository:a:pull"]},
+                     JSON, ADMIN_AUTH, "BAD_REQUEST", "kind must be one of", False,
+                     id="unknown-kind"),
+        pytest.param(b'{"account": "alice", "scopes": [', JSON, ADMIN_AUTH, "BAD_REQUEST",
+                     "the body is not valid JSON", False, id="invalid-json"),
+        pytest.param(b'["repository:a:pull"]', JSON, ADMIN_AUTH, "BAD_REQUEST",
+                     "the body must be a JSON object", False, id="not-an-object"),
+        pytest.param(form(account=USER, scopes="repository:a:pull"), FORM, ADMIN_AUTH,
+                     "BAD_REQUEST", "takes a JSON body", False, id="not-json"),
+        pytest.param({"account": USER, "scopes": ["repository:Team/App:pull"]}, JSON,
+                     ADMIN_AUTH, "INVALID_SCOPE", "is not a valid repository name", True,
+                     id="malformed-scope"),
+        pytest.param({"account": USER, "scopes": ["repository:a:pull"]}, JSON, "Bearer abc",
+                     "BAD_REQUEST", "unsupported Authorization scheme", False,
+                     id="not-basic"),
+    ],
+)
+def test_explain_bad_request(
+    openapi: OpenAPI, client: FlaskClient, body: object, content_type: str, auth: str,
+    code: str, message: str, request_valid: bool,
+) -> None:
+    c = valid(openapi, explain_post(client, body, auth=auth, content_type=content_type),
+              request_too=request_valid)
+    if not request_valid:  # the spec already rules these requests out
+        with pytest.raises(OpenAPIError):
+            openapi.validate_request(c.request)
+    assert c.status == 400
+    assert c.json["errors"][0]["code"] == code
+    assert message in c.json["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("auth", "request_valid"),
+    [(None, False), (basic(ADMIN, "wrong"), True), (basic("nobody", "pw"), True),
+     (basic("<token>", UNKNOWN_REFRESH_TOKEN), True)],
+    ids=["no-credential", "wrong-password", "unknown-user", "refresh-token"],
+)
+def test_explain_unauthorized(
+    openapi: OpenAPI, client: FlaskClient, auth: str | None, request_valid: bool
+) -> None:
+    c = valid(openapi, explain_post(client, {"account": USER, "scopes": ["repository:a:pull"]},
+                                    auth=auth), request_too=request_valid)
+    if not request_valid:  # the spec requires the Basic credential
+        with pytest.raises(OpenAPIError):
+            openapi.validate_request(c.request)
+    assert c.status == 401
+    assert c.response.headers["WWW-Authenticate"] == 'Basic realm="authsvc"'
+    assert c.json["errors"][0]["code"] == "UNAUTHORIZED"
+
+
+def test_explain_forbidden_to_a_user_not_listed_as_admin(
+    openapi: OpenAPI, client: FlaskClient
+) -> None:
+    c = valid(openapi, explain_post(client, {"account": USER, "scopes": ["repository:a:pull"]},
+                                    auth=USER_AUTH))
+    assert c.status == 403
+    assert "WWW-Authenticate" not in c.response.headers
+    assert c.json["errors"][0] == {"code": "DENIED",
+                                   "message": f"{USER!r} is not listed in admin.accounts"}
+
+
+def test_explain_too_large(openapi: OpenAPI, client: FlaskClient) -> None:
+    # Valid JSON (whitespace is allowed anywhere), and valid against the request schema.
+    body = json.dumps({"account": USER, "scopes": ["repository:a:pull"]}).encode()
+    c = valid(openapi, explain_post(client, body + b" " * (64 * 1024)))
+    assert c.status == 413
+    assert c.json["errors"][0]["code"] == "TOO_LARGE"
+
+
 # -- health and keys ----------------------------------------------------------------------
 
 
@@ -678,7 +840,8 @@ def test_head_and_options_answer_every_documented_path(
         query = [("service", SERVICE)] if path == "/token" else None
         documented = {m.upper() for m in HTTP_METHODS if m in item}
         options = call(client, "OPTIONS", path, query=query).response
-        assert set(options.headers["Allow"].split(", ")) == documented | IMPLICIT_METHODS, path
+        implicit = IMPLICIT_METHODS if "GET" in documented else IMPLICIT_METHODS - {"HEAD"}
+        assert set(options.headers["Allow"].split(", ")) == documented | implicit, path
         if path == "/token":
             head = call(client, "HEAD", path, query=query).response
             assert head.status_code == 405
@@ -688,11 +851,16 @@ def test_head_and_options_answer_every_documented_path(
             head = call(client, "HEAD", path, query=query).response
             assert (head.status_code, head.get_data()) == (get.status_code, b""), path
             assert head.headers["Content-Type"] == get.headers["Content-Type"], path
+        else:  # no GET, so no implicit HEAD either
+            head = call(client, "HEAD", path, query=query).response
+            assert head.status_code == 405, path
+            assert set(head.headers["Allow"].split(", ")) == documented | implicit, path
 
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("PUT", "/token"), ("DELETE", "/token"), ("POST", "/healthz"), ("POST", "/certs.pem")],
+    [("PUT", "/token"), ("DELETE", "/token"), ("POST", "/healthz"), ("POST", "/certs.pem"),
+     ("GET", "/policy/explain"), ("PUT", "/policy/explain")],
 )
 def test_wrong_method(
     spec_dict: dict[str, Any], registry: Registry[Any], client: FlaskClient, method: str,
@@ -732,6 +900,16 @@ def test_response_checks_are_not_vacuous(openapi: OpenAPI, client: FlaskClient) 
     c.response.status_code = 418
     with pytest.raises(OpenAPIError):
         openapi.validate_response(c.request, c.spec_response)
+    c = explain_post(client, {"account": USER, "scopes": ["repository:team/app:pull"]})
+    valid(openapi, c)
+    c.response.set_data(c.response.get_data().replace(b'"granted"', b'"maybe"', 1))
+    with pytest.raises(OpenAPIError):
+        openapi.validate_response(c.request, c.spec_response)
+    c = explain_post(client, {"account": USER, "scopes": ["repository:a:pull"]}, auth=USER_AUTH)
+    valid(openapi, c)
+    c.response.status_code = 401  # a 401 must carry the Basic challenge
+    with pytest.raises(OpenAPIError):
+        openapi.validate_response(c.request, c.spec_response)
 
 
 def test_schema_checks_are_not_vacuous(registry: Registry[Any]) -> None:
@@ -744,3 +922,20 @@ def test_schema_checks_are_not_vacuous(registry: Registry[Any]) -> None:
                 {**good, "extra": 1}, {k: v for k, v in good.items() if k != "token"},
                 {**good, "refresh_token": "not-ours"}):
         assert not token.is_valid(bad), bad
+    explain = schema_validator(registry, pointer("components", "schemas", "ExplainRequest"))
+    scopes = ["repository:a:pull"]
+    assert explain.is_valid({"account": "a", "scopes": scopes})
+    assert explain.is_valid({"anonymous": True, "scopes": scopes})
+    for bad_request in ({"scopes": scopes}, {"account": "a", "scopes": []},
+                        {"account": "a", "scopes": scopes, "extra": 1},
+                        {"anonymous": True, "account": "a", "scopes": scopes},
+                        {"anonymous": True, "groups": [], "scopes": scopes},
+                        {"account": "a", "kind": "anonymous", "scopes": scopes}):
+        assert not explain.is_valid(bad_request), bad_request
+    action = schema_validator(registry, pointer("components", "schemas", "ExplainedAction"))
+    granted = {"action": "pull", "decision": "granted", "allowed_by": ["r"], "denied_by": [],
+               "explanation": "granted by r"}
+    assert action.is_valid(granted)
+    for bad_action in ({**granted, "denied_by": ["r"]}, {**granted, "allowed_by": []},
+                       {**granted, "decision": "denied"}):
+        assert not action.is_valid(bad_action), bad_action
