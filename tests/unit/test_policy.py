@@ -203,11 +203,24 @@ def test_policy_digest_changes_with_rules() -> None:
 
 # -- properties -------------------------------------------------------------------------
 
-segments = st.sampled_from(["team", "app", "prod", "x", "*", "**"])
-patterns = st.lists(segments, min_size=1, max_size=3).map("/".join).filter(lambda p: "***" not in p)
-names = st.lists(st.sampled_from(["team", "app", "prod", "x", "y"]), min_size=1, max_size=4).map(
-    "/".join
+segments = st.sampled_from(
+    [
+        "team",
+        "app",
+        "prod",
+        "x",
+        "*",
+        "**",
+        "${group}",
+        "${account}",
+        "${claims.team}",
+        "${claims.missing}",
+    ]
 )
+patterns = st.lists(segments, min_size=1, max_size=3).map("/".join).filter(lambda p: "***" not in p)
+names = st.lists(
+    st.sampled_from(["team", "app", "prod", "x", "y", "u"]), min_size=1, max_size=4
+).map("/".join)
 action_lists = st.lists(st.sampled_from(["pull", "push", "delete", "*"]), min_size=1, unique=True)
 entries = st.builds(lambda p, a: {"repository": p, "actions": a}, patterns, action_lists)
 requests = st.lists(
@@ -217,7 +230,15 @@ requests = st.lists(
 
 def _grants(allow: list[Any], deny: list[Any], scopes: list[Scope]) -> dict[str, set[str]]:
     rules = [rule("r", {"account": "u"}, allow=allow, deny=deny)] if allow or deny else []
-    decision = Policy(rules).decide(user("u"), scopes)
+    caller = Identity(
+        subject="u",
+        kind="ci",
+        provider="static",
+        account="u",
+        groups=frozenset({"team", "x"}),
+        claims={"team": "prod"},
+    )
+    decision = Policy(rules).decide(caller, scopes)
     out: dict[str, set[str]] = {}
     for s in decision.granted:
         out.setdefault(s.name, set()).update(s.actions)
