@@ -141,7 +141,18 @@ def _issue(token_request: TokenRequest) -> TokenGrant:
     return grant
 
 
-def _response(body: dict[str, object]) -> Response:
+def _response(grant: TokenGrant, *, oauth: bool) -> Response:
+    """The token answer; the OAuth2 form (POST) also names the granted scope."""
+    body: dict[str, object] = {
+        "token": grant.token,
+        "access_token": grant.token,
+        "expires_in": grant.expires_in,
+        "issued_at": grant.issued_at,
+    }
+    if oauth:
+        body["scope"] = grant.scope
+    if grant.refresh_token:
+        body["refresh_token"] = grant.refresh_token
     response = jsonify(body)
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
@@ -167,15 +178,7 @@ def get_token() -> Response:
             user_agent=agent,
         )
     )
-    body: dict[str, object] = {
-        "token": grant.token,
-        "access_token": grant.token,
-        "expires_in": grant.expires_in,
-        "issued_at": grant.issued_at,
-    }
-    if grant.refresh_token:
-        body["refresh_token"] = grant.refresh_token
-    return _response(body)
+    return _response(grant, oauth=False)
 
 
 @bp.post("/token")
@@ -220,13 +223,4 @@ def post_token() -> Response:
             user_agent=agent,
         )
     )
-    body: dict[str, object] = {
-        "token": grant.token,
-        "access_token": grant.token,
-        "expires_in": grant.expires_in,
-        "issued_at": grant.issued_at,
-        "scope": grant.scope,
-    }
-    if grant.refresh_token:
-        body["refresh_token"] = grant.refresh_token
-    return _response(body)
+    return _response(grant, oauth=True)
