@@ -1,21 +1,20 @@
 """Signing keys and registry tokens: the key ring, key identifiers, JWT minting."""
 
-from authsvc.tokens.keyring import (
+from authsvc.tokens.keyfiles import SUPPORTED_ALGORITHMS
+from authsvc.tokens.keyring import KeyRing, SigningKey
+from authsvc.tokens.libtrust import jwk_thumbprint, libtrust_kid, public_jwk
+from authsvc.tokens.mint import MintedToken, TokenMinter
+from authsvc.tokens.ring import (
     ACTIVE,
     PREVIOUS,
     RETIRED,
     STAGED,
-    SUPPORTED_ALGORITHMS,
     KeyInfo,
-    KeyRing,
-    SigningKey,
     generate_key,
     list_keys,
     retire,
     rotate,
 )
-from authsvc.tokens.libtrust import jwk_thumbprint, libtrust_kid, public_jwk
-from authsvc.tokens.mint import MintedToken, TokenMinter
 
 __all__ = [
     "ACTIVE",
