@@ -20,7 +20,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from authsvc.audit import AuditLog, LoggingAuditLog, new_event_id
+from authsvc.audit import AuditLog, StreamAuditLog, new_event_id
 from authsvc.config import Settings, load_settings
 from authsvc.errors import ConfigError, KeyRingError, StoreUnavailable
 from authsvc.identity.cache import VerifiedCache
@@ -211,7 +211,7 @@ def create_app(settings: Settings, *, deps: Dependencies | None = None) -> Flask
     runtime = Runtime(
         settings=settings,
         store=deps.store or open_store(settings.storage),
-        audit=deps.audit or LoggingAuditLog(),
+        audit=deps.audit or StreamAuditLog(),
         keyring=deps.keyring or KeyRingSource(settings.keys.dir),
         cache=VerifiedCache(
             ttl=settings.credential_cache.ttl,

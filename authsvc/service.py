@@ -7,7 +7,7 @@ is recorded as exactly one audit event before the answer leaves.
 
 from __future__ import annotations
 
-import datetime as dt
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,7 +64,7 @@ class TokenGrant:
 
 
 def _rfc3339(timestamp: int) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
 class TokenService:

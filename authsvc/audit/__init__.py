@@ -1,19 +1,24 @@
 """Audit events: one per decision, never a password or a raw token.
 
 This module holds the sink interface and the default sink, which writes each event as
-one JSON line to the ``authsvc.audit`` logger. An event is recorded before the token
+one line, ``authsvc.audit {json}``, to standard error (one ``write`` per event, then a
+flush; no logging machinery on the token path). An event is recorded before the token
 is returned; a sink that raises fails the request (no decision goes unrecorded).
 """
 
 from __future__ import annotations
 
 import json
-import logging
+import sys
+import threading
 import uuid
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
-__all__ = ["AuditLog", "LoggingAuditLog", "MemoryAuditLog", "new_event_id"]
+__all__ = ["AuditLog", "MemoryAuditLog", "StreamAuditLog", "new_event_id"]
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 def new_event_id() -> str:
@@ -25,14 +30,21 @@ class AuditLog(Protocol):
         """Accept the event durably or raise."""
 
 
-class LoggingAuditLog:
-    """Writes each event as one JSON line to a logger (stderr under ``authsvc serve``)."""
+class StreamAuditLog:
+    """Writes ``authsvc.audit {json}`` lines to a text stream (stderr by default)."""
 
-    def __init__(self, logger: logging.Logger | None = None) -> None:
-        self._logger = logger or logging.getLogger("authsvc.audit")
+    PREFIX = "authsvc.audit "
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
 
     def record(self, event: Mapping[str, Any]) -> None:
-        self._logger.info(json.dumps(event, sort_keys=True, separators=(",", ":")))
+        line = self.PREFIX + _ENCODER.encode(event) + "\n"
+        stream = self._stream or sys.stderr
+        with self._lock:
+            stream.write(line)
+            stream.flush()
 
 
 class MemoryAuditLog:

@@ -6,6 +6,11 @@ HMAC-SHA256 under a per-process random key, so neither the secret nor an offline
 guessable hash of it is ever held. The value is a *binding* the caller re-checks on
 every hit (for a static user, the password hash it was verified against), so a changed
 password or a removed user takes effect at once. Failures are never cached.
+
+An entry in use is renewed (its ``ttl`` counts from its last use, once past half
+of it), which is safe because every hit is re-checked against the binding; and
+``lock_for`` lets the caller verify one credential once when many requests carry it
+at the same moment, instead of every thread running bcrypt when an entry lapses.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from time import monotonic
 
 __all__ = ["VerifiedCache"]
 
+_STRIPES = 64
+
 
 class VerifiedCache:
     def __init__(
@@ -31,6 +38,7 @@ class VerifiedCache:
         self._key = secrets.token_bytes(32)
         self._entries: OrderedDict[bytes, tuple[float, str]] = OrderedDict()
         self._lock = threading.Lock()
+        self._verifying = tuple(threading.Lock() for _ in range(_STRIPES))
 
     def key(self, *parts: str) -> bytes:
         """The cache key for a credential: HMAC over its parts, NUL-separated."""
@@ -49,7 +57,13 @@ class VerifiedCache:
             if expires <= now:
                 del self._entries[key]
                 return None
+            if expires - now < self.ttl / 2:
+                self._entries[key] = (now + self.ttl, binding)
             return binding
+
+    def lock_for(self, key: bytes) -> threading.Lock:
+        """A lock to hold while verifying ``key``'s credential (striped by key)."""
+        return self._verifying[key[0] % _STRIPES]
 
     def put(self, key: bytes, binding: str) -> None:
         if self.ttl <= 0:

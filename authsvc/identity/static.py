@@ -81,15 +81,23 @@ class StaticUsers:
             bcrypt.checkpw(data[:MAX_PASSWORD_BYTES], _dummy_hash(self._dummy_cost))
             raise InvalidCredentials("invalid username or password", reason="UNKNOWN_USER")
         key = self._cache.key(PROVIDER, username, password)
-        binding = self._cache.get(key)
-        if binding is not None and hmac.compare_digest(binding, user.password_hash):
+        if self._cached(key, user):
             return self._identity(user)
-        if len(data) > MAX_PASSWORD_BYTES or not bcrypt.checkpw(
-            data, user.password_hash.encode("ascii")
-        ):
-            raise InvalidCredentials("invalid username or password", reason="INVALID_CREDENTIALS")
-        self._cache.put(key, user.password_hash)
+        with self._cache.lock_for(key):
+            if self._cached(key, user):  # verified by another request while we waited
+                return self._identity(user)
+            if len(data) > MAX_PASSWORD_BYTES or not bcrypt.checkpw(
+                data, user.password_hash.encode("ascii")
+            ):
+                raise InvalidCredentials(
+                    "invalid username or password", reason="INVALID_CREDENTIALS"
+                )
+            self._cache.put(key, user.password_hash)
         return self._identity(user)
+
+    def _cached(self, key: bytes, user: _User) -> bool:
+        binding = self._cache.get(key)
+        return binding is not None and hmac.compare_digest(binding, user.password_hash)
 
     def lookup(self, identity: Identity) -> Identity | None:
         """The current identity of a user a session was issued to, or None if removed."""

@@ -55,19 +55,23 @@ class _Entry:
     resource_class: str | None
     template: Template | None  # None for the registry catalog
     actions: frozenset[str]
+    #: The compiled pattern when the template has no placeholders (compiled once).
+    static: tuple[re.Pattern[str], ...] | None = None
 
     @classmethod
     def build(cls, rule_id: str, entry: AccessEntry) -> _Entry:
         if entry.registry is not None:
-            return cls(rule_id, "registry", None, None, frozenset(entry.actions))
+            return cls(rule_id, "registry", None, None, frozenset(entry.actions),
+                       (compile_pattern(entry.registry),))
         actions = _EVERY_ACTION if ALL in entry.actions else frozenset(entry.actions)
-        return cls(rule_id, "repository", entry.resource_class, entry.template, actions)
+        template = entry.template
+        static = None if template.placeholders else (compile_pattern(template.skeleton()),)
+        return cls(rule_id, "repository", entry.resource_class, template, actions, static)
 
-    def patterns(self, identity: Identity, *, deny: bool) -> list[re.Pattern[str]]:
-        if self.template is None:
-            return [compile_pattern("catalog")]
-        if not self.template.placeholders:
-            return [compile_pattern(self.template.skeleton())]
+    def patterns(self, identity: Identity, *, deny: bool) -> Sequence[re.Pattern[str]]:
+        if self.static is not None:
+            return self.static
+        assert self.template is not None
         return list(
             expand(
                 self.template,
@@ -214,8 +218,8 @@ class Policy:
     def _decide_one(
         expanded: Sequence[
             tuple[
-                list[tuple[_Entry, list[re.Pattern[str]]]],
-                list[tuple[_Entry, list[re.Pattern[str]]]],
+                list[tuple[_Entry, Sequence[re.Pattern[str]]]],
+                list[tuple[_Entry, Sequence[re.Pattern[str]]]],
             ]
         ],
         scope: Scope,

@@ -33,6 +33,8 @@ from typing import Any
 import pytest
 import yaml
 
+from authsvc.audit import StreamAuditLog
+
 from .harness import (
     HttpResponse,
     Registry,
@@ -52,7 +54,7 @@ PASSWORDS: Mapping[str, str] = {
 }
 AUTHSVC_START_TIMEOUT = 30.0
 LOG_TAIL_LINES = 40
-AUDIT_LOGGER = " authsvc.audit "
+AUDIT_LOGGER = StreamAuditLog.PREFIX
 
 
 def authsvc_argv(*args: str) -> list[str]:
@@ -315,7 +317,7 @@ class Stack:
         """Every token decision authsvc has logged so far (`token.issue`), oldest first."""
         events: list[dict[str, Any]] = []
         for line in self.authsvc.log_text().splitlines():
-            _, found, payload = line.partition(AUDIT_LOGGER)
+            found, payload = line.startswith(AUDIT_LOGGER), line[len(AUDIT_LOGGER) :]
             if found and payload.startswith("{"):
                 event = json.loads(payload)
                 if event.get("type") == "token.issue":
