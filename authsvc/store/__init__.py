@@ -30,6 +30,13 @@ class Store(Protocol):
     def claim_once(self, key: str, expires_at: int) -> bool:
         """Claim ``key`` until ``expires_at``; True for the first claimant only (atomic)."""
 
+    def claim_value(self, key: str, value: str, expires_at: int) -> str | None:
+        """Claim ``key`` for ``value`` until ``expires_at`` (atomic, one round trip).
+
+        Returns None when this call claimed it, else the value of whoever holds it, so a
+        caller can tell "the same proof again" from "another proof with the same id".
+        """
+
     def put_session(
         self, session_id: str, record: Mapping[str, str], *, index: str, expires_at: int
     ) -> None:

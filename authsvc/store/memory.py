@@ -39,8 +39,8 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        #: Claim key -> when it lapses, in float seconds on the real clock.
-        self._claims: dict[str, float] = {}
+        #: Claim key -> (when it lapses, in float seconds on the real clock; its value).
+        self._claims: dict[str, tuple[float, str]] = {}
         self._sessions: dict[str, _Session] = {}
         self._configs: dict[str, str] = {}
         self._indexes: dict[str, set[str]] = {}
@@ -52,14 +52,17 @@ class MemoryStore:
         return None
 
     def claim_once(self, key: str, expires_at: int) -> bool:
+        return self.claim_value(key, "1", expires_at) is None
+
+    def claim_value(self, key: str, value: str, expires_at: int) -> str | None:
         wall = time.time()
         with self._lock:
-            held_until = self._claims.get(key)
-            if held_until is not None and held_until > wall:
-                return False
-            self._claims[key] = expires_at if expires_at > wall else wall + 1
+            held = self._claims.get(key)
+            if held is not None and held[0] > wall:
+                return held[1]
+            self._claims[key] = (expires_at if expires_at > wall else wall + 1, value)
             self._wrote(wall)
-            return True
+            return None
 
     def put_session(
         self, session_id: str, record: Mapping[str, str], *, index: str, expires_at: int
@@ -129,7 +132,7 @@ class MemoryStore:
         self._writes += 1
         if self._writes % _SWEEP_EVERY:
             return
-        self._claims = {k: t for k, t in self._claims.items() if t > wall}
+        self._claims = {k: held for k, held in self._claims.items() if held[0] > wall}
         dead = [s for s, rec in self._sessions.items() if rec.expires_at <= self._latest_now]
         for session_id in dead:
             self._drop(session_id)

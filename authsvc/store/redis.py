@@ -42,6 +42,14 @@ SOCKET_TIMEOUT = 2.0
 HEALTH_CHECK_INTERVAL = 30
 
 # KEYS[1] session hash. ARGV[1] now. Returns the hash as a flat list, or nil.
+#: Claim a key for a value unless it is held; answer the holder's value (nil: ours now).
+_CLAIM = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EXAT', ARGV[2]) then
+  return nil
+end
+return redis.call('GET', KEYS[1])
+"""
+
 _USE_SESSION = """
 local expires_at = redis.call('HGET', KEYS[1], '_expires_at')
 if not expires_at then return false end
@@ -102,6 +110,7 @@ class RedisStore:
         self._index = f"{prefix}sessions-index:"
         self._configs = f"{prefix}configs"
         self._use_script = client.register_script(_USE_SESSION)
+        self._claim_script = client.register_script(_CLAIM)
         self._delete_script = client.register_script(_DELETE_SESSION)
         self._list_script = client.register_script(_LIST_SESSIONS)
 
@@ -124,12 +133,14 @@ class RedisStore:
             self._client.ping()
 
     def claim_once(self, key: str, expires_at: int) -> bool:
+        return self.claim_value(key, "1", expires_at) is None
+
+    def claim_value(self, key: str, value: str, expires_at: int) -> str | None:
+        # A claim already past its expiry still holds for a second, as in MemoryStore.
+        expires_at = max(expires_at, int(time.time()) + 1)
         with self._guard():
-            if expires_at > time.time():
-                won = self._client.set(self._once + key, "1", nx=True, exat=expires_at)
-            else:
-                won = self._client.set(self._once + key, "1", nx=True, ex=1)
-        return bool(won)
+            reply: object = self._claim_script(keys=[self._once + key], args=[value, expires_at])
+        return None if reply is None else str(reply)
 
     def put_session(
         self, session_id: str, record: Mapping[str, str], *, index: str, expires_at: int

@@ -37,10 +37,11 @@ from werkzeug.test import TestResponse
 from authsvc.app import Dependencies, create_app
 from authsvc.audit import AuditLog, MemoryAuditLog
 from authsvc.config import Settings, parse_settings
-from authsvc.errors import KeyRingError, StoreUnavailable
+from authsvc.errors import KeyRingError
 from authsvc.identity.static import hash_password
-from authsvc.store import SessionRecord, Store
+from authsvc.store import Store
 from authsvc.store.memory import MemoryStore
+from authsvc.store.redis import RedisStore
 from authsvc.tokens import KeyRing, generate_key
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "openapi.yaml"
@@ -186,40 +187,9 @@ def test_routes_and_spec_paths_are_the_same(spec_dict: dict[str, Any], app: Flas
 # -- the app ----------------------------------------------------------------------------
 
 
-class DownStore:
-    """A ``Store`` whose every call fails as an unreachable Redis would."""
-
-    def _down(self) -> StoreUnavailable:
-        return StoreUnavailable("store unavailable: connection refused")
-
-    def ping(self) -> None:
-        raise self._down()
-
-    def claim_once(self, key: str, expires_at: int) -> bool:
-        raise self._down()
-
-    def put_session(
-        self, session_id: str, record: Mapping[str, str], *, index: str, expires_at: int
-    ) -> None:
-        raise self._down()
-
-    def use_session(self, session_id: str, now: int) -> SessionRecord | None:
-        raise self._down()
-
-    def delete_session(self, session_id: str) -> bool:
-        raise self._down()
-
-    def list_sessions(self, index: str, now: int) -> list[SessionRecord]:
-        raise self._down()
-
-    def announce_config(self, writer: str, digest: str, now: int) -> None:
-        raise self._down()
-
-    def configs(self) -> dict[str, str]:
-        raise self._down()
-
-    def close(self) -> None:
-        return None
+def down_store() -> RedisStore:
+    """The real Redis store, pointed at a port nothing listens on."""
+    return RedisStore.from_url("redis://127.0.0.1:1/0", prefix="authsvc-test:")
 
 
 class BrokenAudit:
@@ -401,30 +371,50 @@ def client(app: Flask) -> FlaskClient:
 
 
 def token_get(client: FlaskClient, query: Query, auth: str | None = None) -> Call:
-    return call(client, "GET", "/token", query=query,
-                headers={"Authorization": auth} if auth else None)
+    return call(
+        client, "GET", "/token", query=query, headers={"Authorization": auth} if auth else None
+    )
 
 
-def token_post(client: FlaskClient, body: bytes, *, content_type: str = FORM,
-               chunked: bool = False) -> Call:
+def token_post(
+    client: FlaskClient, body: bytes, *, content_type: str = FORM, chunked: bool = False
+) -> Call:
     return call(client, "POST", "/token", body=body, content_type=content_type, chunked=chunked)
 
 
 def explain_post(
-    client: FlaskClient, body: object, *, auth: str | None = ADMIN_AUTH,
+    client: FlaskClient,
+    body: object,
+    *,
+    auth: str | None = ADMIN_AUTH,
     content_type: str = JSON,
 ) -> Call:
     """``POST /policy/explain``; ``body`` is sent as is if bytes, as JSON otherwise."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
-    return call(client, "POST", "/policy/explain", body=raw, content_type=content_type,
-                headers={"Authorization": auth} if auth else None)
+    return call(
+        client,
+        "POST",
+        "/policy/explain",
+        body=raw,
+        content_type=content_type,
+        headers={"Authorization": auth} if auth else None,
+    )
 
 
 def offline_login(openapi: OpenAPI, client: FlaskClient) -> str:
-    c = valid(openapi, token_get(client, [
-        ("service", SERVICE), ("account", USER), ("client_id", "docker"),
-        ("offline_token", "true"),
-    ], USER_AUTH))
+    c = valid(
+        openapi,
+        token_get(
+            client,
+            [
+                ("service", SERVICE),
+                ("account", USER),
+                ("client_id", "docker"),
+                ("offline_token", "true"),
+            ],
+            USER_AUTH,
+        ),
+    )
     assert c.status == 200
     refresh: str = c.json["refresh_token"]
     return refresh
@@ -434,10 +424,17 @@ def offline_login(openapi: OpenAPI, client: FlaskClient) -> str:
 
 
 def test_get_token_anonymous(openapi: OpenAPI, client: FlaskClient) -> None:
-    c = valid(openapi, token_get(client, [
-        ("service", SERVICE), ("scope", "repository:public/app:pull"),
-        ("offline_token", "true"),
-    ]))
+    c = valid(
+        openapi,
+        token_get(
+            client,
+            [
+                ("service", SERVICE),
+                ("scope", "repository:public/app:pull"),
+                ("offline_token", "true"),
+            ],
+        ),
+    )
     assert c.status == 200
     body = c.json
     assert body["token"] == body["access_token"]
@@ -446,11 +443,19 @@ def test_get_token_anonymous(openapi: OpenAPI, client: FlaskClient) -> None:
 
 
 def test_get_token_with_a_user(openapi: OpenAPI, client: FlaskClient) -> None:
-    c = valid(openapi, token_get(client, [
-        ("service", SERVICE), ("account", USER),
-        ("scope", "repository:team/app:pull,push repository:team/lib:pull"),
-        ("scope", "registry:catalog:*"),
-    ], USER_AUTH))
+    c = valid(
+        openapi,
+        token_get(
+            client,
+            [
+                ("service", SERVICE),
+                ("account", USER),
+                ("scope", "repository:team/app:pull,push repository:team/lib:pull"),
+                ("scope", "registry:catalog:*"),
+            ],
+            USER_AUTH,
+        ),
+    )
     assert c.status == 200
     assert "refresh_token" not in c.json
 
@@ -458,9 +463,18 @@ def test_get_token_with_a_user(openapi: OpenAPI, client: FlaskClient) -> None:
 def test_get_token_offline_gives_a_refresh_token(openapi: OpenAPI, client: FlaskClient) -> None:
     refresh = offline_login(openapi, client)
     # The credential-helper convention: user name <token>, password = refresh token.
-    c = valid(openapi, token_get(client, [
-        ("service", SERVICE), ("scope", "repository:team/app:pull"), ("offline_token", "true"),
-    ], basic("<token>", refresh)))
+    c = valid(
+        openapi,
+        token_get(
+            client,
+            [
+                ("service", SERVICE),
+                ("scope", "repository:team/app:pull"),
+                ("offline_token", "true"),
+            ],
+            basic("<token>", refresh),
+        ),
+    )
     assert c.status == 200
     assert c.json["refresh_token"] == refresh  # never rotated
 
@@ -468,27 +482,53 @@ def test_get_token_offline_gives_a_refresh_token(openapi: OpenAPI, client: Flask
 @pytest.mark.parametrize(
     ("query", "auth", "code", "request_valid"),
     [
-        pytest.param([("service", "elsewhere.test")], None, "UNKNOWN_SERVICE", True,
-                     id="unknown-service"),
-        pytest.param([("scope", "repository:x:pull")], None, "BAD_REQUEST", False,
-                     id="missing-service"),
-        pytest.param([("service", SERVICE), ("scope", "repository")], None, "INVALID_SCOPE",
-                     False, id="malformed-scope"),
-        pytest.param([("service", SERVICE), ("scope", "repository:Team/App:pull")], None,
-                     "INVALID_SCOPE", True, id="uppercase-repository"),
-        pytest.param([("service", SERVICE)], "Basic !!not-base64!!", "BAD_REQUEST", True,
-                     id="bad-base64"),
+        pytest.param(
+            [("service", "elsewhere.test")], None, "UNKNOWN_SERVICE", True, id="unknown-service"
+        ),
+        pytest.param(
+            [("scope", "repository:x:pull")], None, "BAD_REQUEST", False, id="missing-service"
+        ),
+        pytest.param(
+            [("service", SERVICE), ("scope", "repository")],
+            None,
+            "INVALID_SCOPE",
+            False,
+            id="malformed-scope",
+        ),
+        pytest.param(
+            [("service", SERVICE), ("scope", "repository:Team/App:pull")],
+            None,
+            "INVALID_SCOPE",
+            True,
+            id="uppercase-repository",
+        ),
+        pytest.param(
+            [("service", SERVICE)], "Basic !!not-base64!!", "BAD_REQUEST", True, id="bad-base64"
+        ),
         # The anonymous alternative ({}) lets any Authorization header through the spec.
-        pytest.param([("service", SERVICE)], "Bearer abc", "BAD_REQUEST", True,
-                     id="not-basic"),
-        pytest.param([("service", SERVICE), ("account", "bob")], USER_AUTH, "BAD_REQUEST", True,
-                     id="account-mismatch"),
-        pytest.param([("service", SERVICE), ("offline_token", "maybe")], USER_AUTH,
-                     "BAD_REQUEST", False, id="bad-offline-token"),
+        pytest.param([("service", SERVICE)], "Bearer abc", "BAD_REQUEST", True, id="not-basic"),
+        pytest.param(
+            [("service", SERVICE), ("account", "bob")],
+            USER_AUTH,
+            "BAD_REQUEST",
+            True,
+            id="account-mismatch",
+        ),
+        pytest.param(
+            [("service", SERVICE), ("offline_token", "maybe")],
+            USER_AUTH,
+            "BAD_REQUEST",
+            False,
+            id="bad-offline-token",
+        ),
     ],
 )
 def test_get_token_bad_request(
-    openapi: OpenAPI, client: FlaskClient, query: Query, auth: str | None, code: str,
+    openapi: OpenAPI,
+    client: FlaskClient,
+    query: Query,
+    auth: str | None,
+    code: str,
     request_valid: bool,
 ) -> None:
     c = token_get(client, query, auth)
@@ -502,8 +542,11 @@ def test_get_token_bad_request(
 
 @pytest.mark.parametrize(
     "auth",
-    [basic(USER, "wrong"), basic("<token>", "not-a-refresh-token"),
-     basic("<token>", UNKNOWN_REFRESH_TOKEN)],
+    [
+        basic(USER, "wrong"),
+        basic("<token>", "not-a-refresh-token"),
+        basic("<token>", UNKNOWN_REFRESH_TOKEN),
+    ],
     ids=["wrong-password", "malformed-refresh-token", "unknown-refresh-token"],
 )
 def test_get_token_unauthorized(openapi: OpenAPI, client: FlaskClient, auth: str) -> None:
@@ -514,10 +557,19 @@ def test_get_token_unauthorized(openapi: OpenAPI, client: FlaskClient, auth: str
 
 
 def test_get_token_store_down(openapi: OpenAPI, make_app: MakeApp) -> None:
-    client = make_app(store=DownStore()).test_client()
-    c = valid(openapi, token_get(client, [
-        ("service", SERVICE), ("offline_token", "true"), ("client_id", "docker"),
-    ], USER_AUTH))
+    client = make_app(store=down_store()).test_client()
+    c = valid(
+        openapi,
+        token_get(
+            client,
+            [
+                ("service", SERVICE),
+                ("offline_token", "true"),
+                ("client_id", "docker"),
+            ],
+            USER_AUTH,
+        ),
+    )
     assert c.status == 503
     assert c.json["errors"][0]["code"] == "UNAVAILABLE"
 
@@ -540,11 +592,22 @@ def test_get_token_audit_failure_is_503(openapi: OpenAPI, make_app: MakeApp) -> 
 
 
 def test_post_password_grant(openapi: OpenAPI, client: FlaskClient) -> None:
-    c = valid(openapi, token_post(client, form(
-        grant_type="password", client_id="containerd", username=USER, password=PASSWORD,
-        service=SERVICE, scope=["repository:team/app:pull,push", "repository:other/x:pull"],
-        access_type="offline",
-    ), content_type=FORM + "; charset=utf-8"))
+    c = valid(
+        openapi,
+        token_post(
+            client,
+            form(
+                grant_type="password",
+                client_id="containerd",
+                username=USER,
+                password=PASSWORD,
+                service=SERVICE,
+                scope=["repository:team/app:pull,push", "repository:other/x:pull"],
+                access_type="offline",
+            ),
+            content_type=FORM + "; charset=utf-8",
+        ),
+    )
     assert c.status == 200
     assert c.json["scope"] == "repository:team/app:pull,push"  # only what was granted
     assert c.json["refresh_token"].startswith("asr_")
@@ -553,10 +616,19 @@ def test_post_password_grant(openapi: OpenAPI, client: FlaskClient) -> None:
 
 def test_post_refresh_token_grant(openapi: OpenAPI, client: FlaskClient) -> None:
     refresh = offline_login(openapi, client)
-    c = valid(openapi, token_post(client, form(
-        grant_type="refresh_token", client_id="docker", refresh_token=refresh,
-        service=SERVICE, scope=["repository:team/a:pull repository:team/b:push"],
-    )))
+    c = valid(
+        openapi,
+        token_post(
+            client,
+            form(
+                grant_type="refresh_token",
+                client_id="docker",
+                refresh_token=refresh,
+                service=SERVICE,
+                scope=["repository:team/a:pull repository:team/b:push"],
+            ),
+        ),
+    )
     assert c.status == 200
     assert c.json["scope"] == "repository:team/a:pull repository:team/b:push"
     assert "refresh_token" not in c.json
@@ -564,10 +636,20 @@ def test_post_refresh_token_grant(openapi: OpenAPI, client: FlaskClient) -> None
 
 def test_post_refresh_token_grant_chunked(openapi: OpenAPI, client: FlaskClient) -> None:
     refresh = offline_login(openapi, client)
-    c = valid(openapi, token_post(client, form(
-        grant_type="refresh_token", client_id="skopeo", refresh_token=refresh,
-        service=SERVICE, access_type="offline",
-    ), chunked=True))
+    c = valid(
+        openapi,
+        token_post(
+            client,
+            form(
+                grant_type="refresh_token",
+                client_id="skopeo",
+                refresh_token=refresh,
+                service=SERVICE,
+                access_type="offline",
+            ),
+            chunked=True,
+        ),
+    )
     assert c.status == 200
     assert c.json["scope"] == ""
     assert c.json["refresh_token"] == refresh
@@ -576,20 +658,52 @@ def test_post_refresh_token_grant_chunked(openapi: OpenAPI, client: FlaskClient)
 @pytest.mark.parametrize(
     ("body", "content_type", "error"),
     [
-        pytest.param(form(grant_type="client_credentials", client_id="x", service=SERVICE), FORM,
-                     "unsupported_grant_type", id="unsupported-grant-type"),
-        pytest.param(form(grant_type="password", username=USER, password=PASSWORD,
-                          service=SERVICE), FORM, "invalid_request", id="missing-client-id"),
-        pytest.param(form(grant_type="refresh_token", client_id="x", service=SERVICE), FORM,
-                     "invalid_request", id="missing-refresh-token"),
-        pytest.param(b'{"grant_type": "password"}', "application/json", "invalid_request",
-                     id="not-a-form"),
-        pytest.param(form(grant_type="password", client_id="x", username=USER,
-                          password=PASSWORD, service="elsewhere.test"), FORM,
-                     "invalid_request", id="unknown-service"),
-        pytest.param(form(grant_type="password", client_id="x", username=USER,
-                          password=PASSWORD, service=SERVICE, scope="nonsense"), FORM,
-                     "invalid_scope", id="malformed-scope"),
+        pytest.param(
+            form(grant_type="client_credentials", client_id="x", service=SERVICE),
+            FORM,
+            "unsupported_grant_type",
+            id="unsupported-grant-type",
+        ),
+        pytest.param(
+            form(grant_type="password", username=USER, password=PASSWORD, service=SERVICE),
+            FORM,
+            "invalid_request",
+            id="missing-client-id",
+        ),
+        pytest.param(
+            form(grant_type="refresh_token", client_id="x", service=SERVICE),
+            FORM,
+            "invalid_request",
+            id="missing-refresh-token",
+        ),
+        pytest.param(
+            b'{"grant_type": "password"}', "application/json", "invalid_request", id="not-a-form"
+        ),
+        pytest.param(
+            form(
+                grant_type="password",
+                client_id="x",
+                username=USER,
+                password=PASSWORD,
+                service="elsewhere.test",
+            ),
+            FORM,
+            "invalid_request",
+            id="unknown-service",
+        ),
+        pytest.param(
+            form(
+                grant_type="password",
+                client_id="x",
+                username=USER,
+                password=PASSWORD,
+                service=SERVICE,
+                scope="nonsense",
+            ),
+            FORM,
+            "invalid_scope",
+            id="malformed-scope",
+        ),
     ],
 )
 def test_post_token_bad_request(
@@ -618,8 +732,14 @@ def test_post_token_unauthorized(
 
 
 def _too_large() -> bytes:
-    return form(grant_type="password", client_id="x", username=USER, password=PASSWORD,
-                service=SERVICE, padding="a" * (64 * 1024))
+    return form(
+        grant_type="password",
+        client_id="x",
+        username=USER,
+        password=PASSWORD,
+        service=SERVICE,
+        padding="a" * (64 * 1024),
+    )
 
 
 def test_post_token_too_large(openapi: OpenAPI, client: FlaskClient) -> None:
@@ -635,21 +755,38 @@ def test_post_token_too_large_chunked(openapi: OpenAPI, client: FlaskClient) -> 
 
 
 def test_post_token_store_down(openapi: OpenAPI, make_app: MakeApp) -> None:
-    client = make_app(store=DownStore()).test_client()
-    c = valid(openapi, token_post(client, form(
-        grant_type="refresh_token", client_id="docker", refresh_token=UNKNOWN_REFRESH_TOKEN,
-        service=SERVICE,
-    )))
+    client = make_app(store=down_store()).test_client()
+    c = valid(
+        openapi,
+        token_post(
+            client,
+            form(
+                grant_type="refresh_token",
+                client_id="docker",
+                refresh_token=UNKNOWN_REFRESH_TOKEN,
+                service=SERVICE,
+            ),
+        ),
+    )
     assert c.status == 503
     assert c.json["error"] == "temporarily_unavailable"
 
 
 def test_post_token_unexpected_failure(openapi: OpenAPI, make_app: MakeApp) -> None:
     client = make_app(keyring=exploding_keys).test_client()
-    c = valid(openapi, token_post(client, form(
-        grant_type="password", client_id="x", username=USER, password=PASSWORD,
-        service=SERVICE,
-    )))
+    c = valid(
+        openapi,
+        token_post(
+            client,
+            form(
+                grant_type="password",
+                client_id="x",
+                username=USER,
+                password=PASSWORD,
+                service=SERVICE,
+            ),
+        ),
+    )
     assert c.status == 500
     assert c.json == {"error": "server_error", "error_description": "internal error"}
 
@@ -658,29 +795,48 @@ def test_post_token_unexpected_failure(openapi: OpenAPI, make_app: MakeApp) -> N
 
 
 def test_explain_for_a_user(openapi: OpenAPI, client: FlaskClient) -> None:
-    c = valid(openapi, explain_post(client, {
-        "account": USER,
-        "scopes": ["repository:team/app:pull,push,delete,* repository:other/x:pull",
-                   "registry:catalog:*", "repository:team/app:frobnicate"],
-    }))
+    c = valid(
+        openapi,
+        explain_post(
+            client,
+            {
+                "account": USER,
+                "scopes": [
+                    "repository:team/app:pull,push,delete,* repository:other/x:pull",
+                    "registry:catalog:*",
+                    "repository:team/app:frobnicate",
+                ],
+            },
+        ),
+    )
     assert c.status == 200
     assert c.response.headers["Cache-Control"] == "no-store"
     body = c.json
-    assert body["identity"] == {"account": USER, "kind": "human", "provider": "static",
-                                "groups": [], "claims": {}}
+    assert body["identity"] == {
+        "account": USER,
+        "kind": "human",
+        "provider": "static",
+        "groups": [],
+        "claims": {},
+    }
     assert body["matched_rules"] == ["alice-team"]
     assert [s["scope"] for s in body["scopes"]] == [
-        "repository:team/app:pull,push,delete,*,frobnicate", "repository:other/x:pull",
+        "repository:team/app:pull,push,delete,*,frobnicate",
+        "repository:other/x:pull",
         "registry:catalog:*",
     ]
     assert body["granted"] == ["repository:team/app:pull,push"]
 
 
 def test_explain_for_the_anonymous_identity(openapi: OpenAPI, client: FlaskClient) -> None:
-    c = valid(openapi, explain_post(
-        client, {"anonymous": True, "scopes": ["repository:public/app:pull,push"]},
-        content_type=JSON + "; charset=utf-8",
-    ))
+    c = valid(
+        openapi,
+        explain_post(
+            client,
+            {"anonymous": True, "scopes": ["repository:public/app:pull,push"]},
+            content_type=JSON + "; charset=utf-8",
+        ),
+    )
     assert c.status == 200
     assert c.json["identity"]["account"] is None
     assert c.json["identity"]["kind"] == "anonymous"
@@ -688,11 +844,20 @@ def test_explain_for_the_anonymous_identity(openapi: OpenAPI, client: FlaskClien
 
 
 def test_explain_for_a_ci_identity_with_claims(openapi: OpenAPI, client: FlaskClient) -> None:
-    c = valid(openapi, explain_post(client, {
-        "account": "project_path:team/app", "groups": ["b", "a"], "kind": "ci",
-        "provider": "gitlab", "claims": {"project_path": "team/app", "ref_protected": True},
-        "scopes": ["repository:team/app:pull"],
-    }))
+    c = valid(
+        openapi,
+        explain_post(
+            client,
+            {
+                "account": "project_path:team/app",
+                "groups": ["b", "a"],
+                "kind": "ci",
+                "provider": "gitlab",
+                "claims": {"project_path": "team/app", "ref_protected": True},
+                "scopes": ["repository:team/app:pull"],
+            },
+        ),
+    )
     assert c.status == 200
     assert c.json["identity"]["groups"] == ["a", "b"]
     assert c.json["identity"]["claims"] == {"project_path": "team/app", "ref_protected": True}
@@ -702,45 +867,140 @@ def test_explain_for_a_ci_identity_with_claims(openapi: OpenAPI, client: FlaskCl
 @pytest.mark.parametrize(
     ("body", "content_type", "auth", "code", "message", "request_valid"),
     [
-        pytest.param({"account": USER, "scope": ["repository:a:pull"]}, JSON, ADMIN_AUTH,
-                     "BAD_REQUEST", "unknown fields scope", False, id="unknown-field"),
-        pytest.param({"account": USER, "scopes": "repository:a:pull"}, JSON, ADMIN_AUTH,
-                     "BAD_REQUEST", "'scopes' must be", False, id="scopes-not-a-list"),
-        pytest.param({"account": USER, "groups": "dev", "scopes": ["repository:a:pull"]}, JSON,
-                     ADMIN_AUTH, "BAD_REQUEST", "'groups' must be", False, id="groups-not-a-list"),
-        pytest.param({"account": USER, "anonymous": "yes", "scopes": ["repository:a:pull"]},
-                     JSON, ADMIN_AUTH, "BAD_REQUEST", "'anonymous' must be", False,
-                     id="anonymous-not-a-boolean"),
-        pytest.param({"account": USER, "scopes": []}, JSON, ADMIN_AUTH, "BAD_REQUEST",
-                     "'scopes' must be a non-empty list", False, id="empty-scopes"),
-        pytest.param({"scopes": ["repository:a:pull"]}, JSON, ADMIN_AUTH, "BAD_REQUEST",
-                     "give an account", False, id="no-account"),
-        pytest.param({"anonymous": True, "account": USER, "scopes": ["repository:a:pull"]},
-                     JSON, ADMIN_AUTH, "BAD_REQUEST", "an anonymous identity has no account",
-                     False, id="anonymous-with-account"),
-        pytest.param({"account": USER, "kind": "martian", "scopes": ["repository:a:pull"]},
-                     JSON, ADMIN_AUTH, "BAD_REQUEST", "kind must be one of", False,
-                     id="unknown-kind"),
-        pytest.param(b'{"account": "alice", "scopes": [', JSON, ADMIN_AUTH, "BAD_REQUEST",
-                     "the body is not valid JSON", False, id="invalid-json"),
-        pytest.param(b'["repository:a:pull"]', JSON, ADMIN_AUTH, "BAD_REQUEST",
-                     "the body must be a JSON object", False, id="not-an-object"),
-        pytest.param(form(account=USER, scopes="repository:a:pull"), FORM, ADMIN_AUTH,
-                     "BAD_REQUEST", "takes a JSON body", False, id="not-json"),
-        pytest.param({"account": USER, "scopes": ["repository:Team/App:pull"]}, JSON,
-                     ADMIN_AUTH, "INVALID_SCOPE", "is not a valid repository name", True,
-                     id="malformed-scope"),
-        pytest.param({"account": USER, "scopes": ["repository:a:pull"]}, JSON, "Bearer abc",
-                     "BAD_REQUEST", "unsupported Authorization scheme", False,
-                     id="not-basic"),
+        pytest.param(
+            {"account": USER, "scope": ["repository:a:pull"]},
+            JSON,
+            ADMIN_AUTH,
+            "BAD_REQUEST",
+            "unknown fields scope",
+            False,
+            id="unknown-field",
+        ),
+        pytest.param(
+            {"account": USER, "scopes": "repository:a:pull"},
+            JSON,
+            ADMIN_AUTH,
+            "BAD_REQUEST",
+            "'scopes' must be",
+            False,
+            id="scopes-not-a-list",
+        ),
+        pytest.param(
+            {"account": USER, "groups": "dev", "scopes": ["repository:a:pull"]},
+            JSON,
+            ADMIN_AUTH,
+            "BAD_REQUEST",
+            "'groups' must be",
+            False,
+            id="groups-not-a-list",
+        ),
+        pytest.param(
+            {"account": USER, "anonymous": "yes", "scopes": ["repository:a:pull"]},
+            JSON,
+            ADMIN_AUTH,
+            "BAD_REQUEST",
+            "'anonymous' must be",
+            False,
+            id="anonymous-not-a-boolean",
+        ),
+        pytest.param(
+            {"account": USER, "scopes": []},
+            JSON,
+            ADMIN_AUTH,
+            "BAD_REQUEST",
+            "'scopes' must be a non-empty list",
+            False,
+            id="empty-scopes",
+        ),
+        pytest.param(
+            {"scopes": ["repository:a:pull"]},
+            JSON,
+            ADMIN_AUTH,
+            "BAD_REQUEST",
+            "give an account",
+            False,
+            id="no-account",
+        ),
+        pytest.param(
+            {"anonymous": True, "account": USER, "scopes": ["repository:a:pull"]},
+            JSON,
+            ADMIN_AUTH,
+            "BAD_REQUEST",
+            "an anonymous identity has no account",
+            False,
+            id="anonymous-with-account",
+        ),
+        pytest.param(
+            {"account": USER, "kind": "martian", "scopes": ["repository:a:pull"]},
+            JSON,
+            ADMIN_AUTH,
+            "BAD_REQUEST",
+            "kind must be one of",
+            False,
+            id="unknown-kind",
+        ),
+        pytest.param(
+            b'{"account": "alice", "scopes": [',
+            JSON,
+            ADMIN_AUTH,
+            "BAD_REQUEST",
+            "the body is not valid JSON",
+            False,
+            id="invalid-json",
+        ),
+        pytest.param(
+            b'["repository:a:pull"]',
+            JSON,
+            ADMIN_AUTH,
+            "BAD_REQUEST",
+            "the body must be a JSON object",
+            False,
+            id="not-an-object",
+        ),
+        pytest.param(
+            form(account=USER, scopes="repository:a:pull"),
+            FORM,
+            ADMIN_AUTH,
+            "BAD_REQUEST",
+            "takes a JSON body",
+            False,
+            id="not-json",
+        ),
+        pytest.param(
+            {"account": USER, "scopes": ["repository:Team/App:pull"]},
+            JSON,
+            ADMIN_AUTH,
+            "INVALID_SCOPE",
+            "is not a valid repository name",
+            True,
+            id="malformed-scope",
+        ),
+        pytest.param(
+            {"account": USER, "scopes": ["repository:a:pull"]},
+            JSON,
+            "Bearer abc",
+            "BAD_REQUEST",
+            "unsupported Authorization scheme",
+            False,
+            id="not-basic",
+        ),
     ],
 )
 def test_explain_bad_request(
-    openapi: OpenAPI, client: FlaskClient, body: object, content_type: str, auth: str,
-    code: str, message: str, request_valid: bool,
+    openapi: OpenAPI,
+    client: FlaskClient,
+    body: object,
+    content_type: str,
+    auth: str,
+    code: str,
+    message: str,
+    request_valid: bool,
 ) -> None:
-    c = valid(openapi, explain_post(client, body, auth=auth, content_type=content_type),
-              request_too=request_valid)
+    c = valid(
+        openapi,
+        explain_post(client, body, auth=auth, content_type=content_type),
+        request_too=request_valid,
+    )
     if not request_valid:  # the spec already rules these requests out
         with pytest.raises(OpenAPIError):
             openapi.validate_request(c.request)
@@ -751,15 +1011,22 @@ def test_explain_bad_request(
 
 @pytest.mark.parametrize(
     ("auth", "request_valid"),
-    [(None, False), (basic(ADMIN, "wrong"), True), (basic("nobody", "pw"), True),
-     (basic("<token>", UNKNOWN_REFRESH_TOKEN), True)],
+    [
+        (None, False),
+        (basic(ADMIN, "wrong"), True),
+        (basic("nobody", "pw"), True),
+        (basic("<token>", UNKNOWN_REFRESH_TOKEN), True),
+    ],
     ids=["no-credential", "wrong-password", "unknown-user", "refresh-token"],
 )
 def test_explain_unauthorized(
     openapi: OpenAPI, client: FlaskClient, auth: str | None, request_valid: bool
 ) -> None:
-    c = valid(openapi, explain_post(client, {"account": USER, "scopes": ["repository:a:pull"]},
-                                    auth=auth), request_too=request_valid)
+    c = valid(
+        openapi,
+        explain_post(client, {"account": USER, "scopes": ["repository:a:pull"]}, auth=auth),
+        request_too=request_valid,
+    )
     if not request_valid:  # the spec requires the Basic credential
         with pytest.raises(OpenAPIError):
             openapi.validate_request(c.request)
@@ -771,12 +1038,16 @@ def test_explain_unauthorized(
 def test_explain_forbidden_to_a_user_not_listed_as_admin(
     openapi: OpenAPI, client: FlaskClient
 ) -> None:
-    c = valid(openapi, explain_post(client, {"account": USER, "scopes": ["repository:a:pull"]},
-                                    auth=USER_AUTH))
+    c = valid(
+        openapi,
+        explain_post(client, {"account": USER, "scopes": ["repository:a:pull"]}, auth=USER_AUTH),
+    )
     assert c.status == 403
     assert "WWW-Authenticate" not in c.response.headers
-    assert c.json["errors"][0] == {"code": "DENIED",
-                                   "message": f"{USER!r} is not listed in admin.accounts"}
+    assert c.json["errors"][0] == {
+        "code": "DENIED",
+        "message": f"{USER!r} is not listed in admin.accounts",
+    }
 
 
 def test_explain_too_large(openapi: OpenAPI, client: FlaskClient) -> None:
@@ -809,8 +1080,9 @@ def test_readyz_ready(openapi: OpenAPI, client: FlaskClient) -> None:
 def test_readyz_not_ready(
     openapi: OpenAPI, make_app: MakeApp, store_down: bool, keys_missing: bool, problems: int
 ) -> None:
-    app = make_app(store=DownStore() if store_down else None,
-                   keyring=missing_keys if keys_missing else None)
+    app = make_app(
+        store=down_store() if store_down else None, keyring=missing_keys if keys_missing else None
+    )
     c = valid(openapi, call(app.test_client(), "GET", "/readyz"))
     assert c.status == 503
     assert len(c.json["problems"]) == problems
@@ -859,11 +1131,20 @@ def test_head_and_options_answer_every_documented_path(
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("PUT", "/token"), ("DELETE", "/token"), ("POST", "/healthz"), ("POST", "/certs.pem"),
-     ("GET", "/policy/explain"), ("PUT", "/policy/explain")],
+    [
+        ("PUT", "/token"),
+        ("DELETE", "/token"),
+        ("POST", "/healthz"),
+        ("POST", "/certs.pem"),
+        ("GET", "/policy/explain"),
+        ("PUT", "/policy/explain"),
+    ],
 )
 def test_wrong_method(
-    spec_dict: dict[str, Any], registry: Registry[Any], client: FlaskClient, method: str,
+    spec_dict: dict[str, Any],
+    registry: Registry[Any],
+    client: FlaskClient,
+    method: str,
     path: str,
 ) -> None:
     c = call(client, method, path)
@@ -915,27 +1196,46 @@ def test_response_checks_are_not_vacuous(openapi: OpenAPI, client: FlaskClient) 
 def test_schema_checks_are_not_vacuous(registry: Registry[Any]) -> None:
     """The schemas used above do refuse what the app must never send."""
     token = schema_validator(registry, pointer("components", "schemas", "TokenResponse"))
-    good = {"token": "a.b.c", "access_token": "a.b.c", "expires_in": 60,
-            "issued_at": "2026-11-28T04:35:00Z"}
+    good = {
+        "token": "a.b.c",
+        "access_token": "a.b.c",
+        "expires_in": 60,
+        "issued_at": "2026-11-28T04:35:00Z",
+    }
     assert token.is_valid(good)
-    for bad in ({**good, "expires_in": 59}, {**good, "issued_at": "2026-11-28 04:35:00"},
-                {**good, "extra": 1}, {k: v for k, v in good.items() if k != "token"},
-                {**good, "refresh_token": "not-ours"}):
+    for bad in (
+        {**good, "expires_in": 59},
+        {**good, "issued_at": "2026-11-28 04:35:00"},
+        {**good, "extra": 1},
+        {k: v for k, v in good.items() if k != "token"},
+        {**good, "refresh_token": "not-ours"},
+    ):
         assert not token.is_valid(bad), bad
     explain = schema_validator(registry, pointer("components", "schemas", "ExplainRequest"))
     scopes = ["repository:a:pull"]
     assert explain.is_valid({"account": "a", "scopes": scopes})
     assert explain.is_valid({"anonymous": True, "scopes": scopes})
-    for bad_request in ({"scopes": scopes}, {"account": "a", "scopes": []},
-                        {"account": "a", "scopes": scopes, "extra": 1},
-                        {"anonymous": True, "account": "a", "scopes": scopes},
-                        {"anonymous": True, "groups": [], "scopes": scopes},
-                        {"account": "a", "kind": "anonymous", "scopes": scopes}):
+    for bad_request in (
+        {"scopes": scopes},
+        {"account": "a", "scopes": []},
+        {"account": "a", "scopes": scopes, "extra": 1},
+        {"anonymous": True, "account": "a", "scopes": scopes},
+        {"anonymous": True, "groups": [], "scopes": scopes},
+        {"account": "a", "kind": "anonymous", "scopes": scopes},
+    ):
         assert not explain.is_valid(bad_request), bad_request
     action = schema_validator(registry, pointer("components", "schemas", "ExplainedAction"))
-    granted = {"action": "pull", "decision": "granted", "allowed_by": ["r"], "denied_by": [],
-               "explanation": "granted by r"}
+    granted = {
+        "action": "pull",
+        "decision": "granted",
+        "allowed_by": ["r"],
+        "denied_by": [],
+        "explanation": "granted by r",
+    }
     assert action.is_valid(granted)
-    for bad_action in ({**granted, "denied_by": ["r"]}, {**granted, "allowed_by": []},
-                       {**granted, "decision": "denied"}):
+    for bad_action in (
+        {**granted, "denied_by": ["r"]},
+        {**granted, "allowed_by": []},
+        {**granted, "decision": "denied"},
+    ):
         assert not action.is_valid(bad_action), bad_action

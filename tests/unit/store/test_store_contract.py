@@ -214,9 +214,7 @@ def test_a_session_put_under_another_index_moves_there(store: Store, now: int) -
     assert store.list_sessions("new", now) == []
 
 
-def test_stores_do_not_see_each_others_entries(
-    make_store: Callable[[], Store], now: int
-) -> None:
+def test_stores_do_not_see_each_others_entries(make_store: Callable[[], Store], now: int) -> None:
     one, other = make_store(), make_store()
     one.put_session("s1", {"a": "1"}, index="i", expires_at=now + HOUR)
     assert one.claim_once("k", now + HOUR) is True
@@ -229,10 +227,12 @@ def test_stores_do_not_see_each_others_entries(
 # -- memory only: locked, bounded ----------------------------------------------------
 
 
-class _SlowDict(dict[str, float]):
+class _SlowDict(dict[str, tuple[float, str]]):
     """A dict whose reads yield the GIL, to widen any check-then-set race."""
 
-    def get(self, key: str, default: float | None = None) -> float | None:  # type: ignore[override]
+    def get(  # type: ignore[override]
+        self, key: str, default: tuple[float, str] | None = None
+    ) -> tuple[float, str] | None:
         value = super().get(key, default)
         time.sleep(0.001)
         return value
@@ -411,3 +411,20 @@ def test_configs_are_announced_per_writer(store: Store) -> None:
     store.announce_config("host-b:2", "def", 101)
     store.announce_config("host-a:1", "123", 102)
     assert store.configs() == {"host-a:1": "123@102", "host-b:2": "def@101"}
+
+
+def test_claim_value_answers_the_holders_value(store: Store, now: int) -> None:
+    key = f"jti-{secrets.token_hex(4)}"
+    assert store.claim_value(key, "hash-a", now + 60) is None
+    assert store.claim_value(key, "hash-b", now + 60) == "hash-a"
+    assert store.claim_value(key, "hash-a", now + 60) == "hash-a"
+    assert store.claim_once(key, now + 60) is False
+
+
+def test_concurrent_claim_value_has_one_winner(store: Store, now: int) -> None:
+    key = f"jti-{secrets.token_hex(4)}"
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(lambda i: store.claim_value(key, f"v{i}", now + 60), range(20)))
+    winners = [i for i, a in enumerate(answers) if a is None]
+    assert len(winners) == 1
+    assert set(answers) - {None} == {f"v{winners[0]}"}
