@@ -3,14 +3,14 @@
     python bench/hotspots.py [--case floor|a|b|d|all] [--requests 3000] [--top 25]
                              [--storage memory://|redis://127.0.0.1:6379/0]
 
-Builds the same fixture as ``bench/run.py`` (ES256 key ring, user ``bench`` with a
-bcrypt-12 hash, the two rules, ``credential_cache: {ttl: 60}``, ``memory://`` or the
-Redis given with ``--storage redis://...``; its refresh token is revoked at the end) and runs
-the app in-process, with logging configured as ``authsvc serve`` configures it (INFO,
-audit lines included) but written to /dev/null. For each case it prints the time per
-request and the top functions by cumulative and by own time. The test client skips
-gunicorn and the socket, so the per-request times are smaller than under wrk; compare
-the cases with the floor here, not with the wrk numbers.
+Builds the same fixture as ``bench/run.py`` (``bench/fixture.py``: ES256 key ring, user
+``bench`` with a bcrypt-12 hash, the two rules, ``credential_cache: {ttl: 60}``,
+``memory://`` or the Redis given with ``--storage redis://...``; its refresh token is
+revoked at the end) and runs the app in-process, with logging configured as ``authsvc
+serve`` configures it (INFO, audit lines included) but written to /dev/null. For each
+case it prints the time per request and the top functions by cumulative and by own time.
+The test client skips gunicorn and the socket, so the per-request times are smaller than
+under wrk; compare the cases with the floor here, not with the wrk numbers.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ REPO = BENCH_DIR.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # `bench.*` when run as bench/hotspots.py
 
-from bench.run import (  # noqa: E402
+from bench.fixture import (  # noqa: E402
     ANON_PATH,
     ISSUER,
     OFFLINE_PATH,

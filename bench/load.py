@@ -1,0 +1,163 @@
+"""Load: wrk runs against a server, their measurements and the servers' CPU use."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.processes import BENCH_DIR, BenchError, Server
+
+LUA_SCRIPT = BENCH_DIR / "token.lua"
+SETTLE_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Load:
+    """One wrk run's request and shape."""
+
+    path: str
+    duration: int  # wrk takes whole seconds
+    connections: int
+    method: str = "GET"
+    authorization: str | None = None
+    body: str | None = None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    requests: int
+    seconds: float
+    non200: int
+    socket_errors: int
+    timeouts: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    max_ms: float
+    first_bad: str
+    connections: int
+    duration: int
+    #: CPU (user + system) the server's processes used during the measured run.
+    cpu_seconds: float = 0.0
+
+    @property
+    def errors(self) -> int:
+        return self.non200 + self.socket_errors
+
+    @property
+    def cpu_us_per_token(self) -> float | None:
+        ok = self.requests - self.non200
+        return self.cpu_seconds * 1e6 / ok if ok > 0 and self.cpu_seconds > 0 else None
+
+    @property
+    def rate(self) -> float:
+        """Successful tokens per second."""
+        ok = self.requests - self.non200
+        return ok / self.seconds if self.seconds > 0 else 0.0
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of the live processes in process group ``pgid``.
+
+    Each server runs in a session of its own, so its group is the gunicorn master and
+    its workers. Unlike throughput, CPU per token hardly moves when other processes
+    compete for the cores, which makes it the steadier of the two on a shared machine.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path("/proc", entry, "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, pgrp...
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def run_wrk(
+    port: int, load: Load, *, wrk: str, wrk_threads: int, cpu_of: int | None = None
+) -> Measurement:
+    """One wrk run; ``cpu_of``: a process group whose CPU use during the run to record."""
+    threads = max(1, min(wrk_threads, load.connections))
+    argv = [
+        wrk, "-t", str(threads), "-c", str(load.connections), "-d", f"{load.duration}s",
+        "--timeout", "10s", "-s", str(LUA_SCRIPT), f"http://127.0.0.1:{port}{load.path}",
+    ]
+    env = dict(os.environ)
+    env["BENCH_METHOD"] = load.method
+    env["BENCH_AUTHORIZATION"] = load.authorization or ""
+    env["BENCH_BODY"] = load.body or ""
+    cpu_before = group_cpu_seconds(cpu_of) if cpu_of is not None else 0.0
+    try:
+        result = subprocess.run(
+            argv, capture_output=True, text=True, env=env, check=False,
+            timeout=load.duration + 60,
+        )
+        cpu = group_cpu_seconds(cpu_of) - cpu_before if cpu_of is not None else 0.0
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"wrk did not finish: {' '.join(argv)}") from exc
+    if result.returncode != 0:
+        raise BenchError(f"wrk failed ({result.returncode}): {' '.join(argv)}\n"
+                         f"{result.stderr.strip()}\n{result.stdout.strip()}")
+    values: dict[str, str] = {}
+    for line in result.stdout.splitlines():
+        if line.startswith("BENCH "):
+            _, key, *rest = line.split(" ", 2)
+            values[key] = rest[0] if rest else ""
+    try:
+        return Measurement(
+            requests=int(values["requests"]),
+            seconds=int(values["duration_us"]) / 1e6,
+            non200=int(values["non200"]),
+            socket_errors=int(values["socket_errors"]),
+            timeouts=int(values["timeouts"]),
+            p50_ms=int(values["p50_us"]) / 1000,
+            p90_ms=int(values["p90_us"]) / 1000,
+            p99_ms=int(values["p99_us"]) / 1000,
+            mean_ms=int(values["mean_us"]) / 1000,
+            max_ms=int(values["max_us"]) / 1000,
+            first_bad=values.get("first_bad", ""),
+            connections=load.connections,
+            duration=load.duration,
+            cpu_seconds=round(cpu, 3),
+        )
+    except (KeyError, ValueError) as exc:
+        raise BenchError(f"unexpected wrk output:\n{result.stdout}\n{result.stderr}") from exc
+
+
+@dataclass(frozen=True)
+class Options:
+    duration: int
+    connections: int
+    nocache_duration: int
+    nocache_connections: int
+    warmup: int
+    wrk: str
+    wrk_threads: int
+    rounds: int
+
+
+def measure(server: Server, load: Load, options: Options, *, label: str) -> Measurement:
+    if options.warmup > 0:
+        warm = Load(load.path, options.warmup, load.connections, load.method,
+                    load.authorization, load.body)
+        run_wrk(server.port, warm, wrk=options.wrk, wrk_threads=options.wrk_threads)
+        time.sleep(SETTLE_SECONDS / 2)
+    result = run_wrk(server.port, load, wrk=options.wrk, wrk_threads=options.wrk_threads,
+                     cpu_of=server.process.popen.pid)
+    errors = f", {result.errors} ERRORS (first: {result.first_bad})" if result.errors else ""
+    cpu = result.cpu_us_per_token
+    print(f"  {label:<34} {result.rate:9.1f} tokens/s  p50 {result.p50_ms:7.1f} ms  "
+          f"p99 {result.p99_ms:7.1f} ms  cpu {'-' if cpu is None else f'{cpu:.0f}'} us/token "
+          f"({result.requests} requests, {load.connections} connections, "
+          f"{load.duration} s{errors})", flush=True)
+    time.sleep(SETTLE_SECONDS)
+    return result

@@ -1,0 +1,255 @@
+"""Results: each case's runs against the floor, the table, the notes and the JSON file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.fixture import THREADS
+from bench.load import Measurement, Options
+
+#: Minimum tokens/s ratio to the floor, per store.
+TARGETS: Mapping[str, float] = {"memory": 0.7, "redis": 0.6}
+#: A run whose slowest request took this long (and 10x its median) is called a stall.
+STALL_MS = 250.0
+
+
+@dataclass
+class CaseResult:
+    """One case's runs (one per round) and their ratios to the floor around each."""
+
+    case: str
+    store: str
+    description: str
+    runs: list[Measurement] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
+    target: float | None = None
+    verdict: str = ""
+
+    @property
+    def errors(self) -> int:
+        return sum(m.errors for m in self.runs)
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(m.rate for m in self.runs)
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(m.p50_ms for m in self.runs)
+
+    @property
+    def p99_ms(self) -> float:
+        return statistics.median(m.p99_ms for m in self.runs)
+
+    @property
+    def ratio(self) -> float | None:
+        return statistics.median(self.ratios) if self.ratios else None
+
+    @property
+    def cpu_us_per_token(self) -> float | None:
+        values = [v for m in self.runs if (v := m.cpu_us_per_token) is not None]
+        return statistics.median(values) if values else None
+
+
+@dataclass
+class StoreResult:
+    store: str
+    storage: str
+    workers: int
+    #: Floor runs: before the first round and after each round.
+    floors: list[Measurement] = field(default_factory=list)
+    cases: list[CaseResult] = field(default_factory=list)
+
+    @property
+    def floor_mean(self) -> float:
+        return statistics.fmean(m.rate for m in self.floors) if self.floors else 0.0
+
+    @property
+    def floor_cpu_us_per_token(self) -> float | None:
+        values = [v for m in self.floors if (v := m.cpu_us_per_token) is not None]
+        return statistics.fmean(values) if values else None
+
+    def cpu_ratio(self, cpu_us_per_token: float | None) -> float | None:
+        """Tokens per CPU-second relative to the floor's (1.0: as cheap as the floor)."""
+        floor = self.floor_cpu_us_per_token
+        if floor is None or not cpu_us_per_token:
+            return None
+        return floor / cpu_us_per_token
+
+    @property
+    def floor_drift(self) -> float:
+        """How far apart the floor runs are (max - min), relative to their mean."""
+        rates = [m.rate for m in self.floors]
+        mean = self.floor_mean
+        return (max(rates) - min(rates)) / mean if mean and rates else 0.0
+
+
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.4f}"
+
+
+def _micros(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _floor_labels(count: int) -> list[str]:
+    if count == 2:
+        return ["floor (before)", "floor (after)"]
+    return [f"floor #{i + 1}" for i in range(count)]
+
+
+def format_table(outcomes: Sequence[StoreResult]) -> str:
+    header = ("case", "store", "tokens/s", "p50 ms", "p99 ms", "errors", "ratio", "target",
+              "verdict", "cpu us/tok", "cpu ratio")
+    rows: list[tuple[str, ...]] = []
+    for outcome in outcomes:
+        for label, m in zip(_floor_labels(len(outcome.floors)), outcome.floors, strict=True):
+            cpu = m.cpu_us_per_token
+            rows.append((label, outcome.store, f"{m.rate:.1f}", f"{m.p50_ms:.1f}",
+                         f"{m.p99_ms:.1f}", str(m.errors),
+                         _ratio(m.rate / outcome.floor_mean if outcome.floor_mean else None),
+                         "", "ERRORS" if m.errors else "floor", _micros(cpu),
+                         _ratio(outcome.cpu_ratio(cpu))))
+        for r in outcome.cases:
+            rate = f"{r.rate:.1f}" if not r.errors else f"({r.rate:.1f})"
+            cpu = r.cpu_us_per_token
+            rows.append((r.case, r.store, rate, f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}",
+                         str(r.errors), _ratio(r.ratio),
+                         "" if r.target is None else f">= {r.target:.2f}", r.verdict,
+                         _micros(cpu), _ratio(outcome.cpu_ratio(cpu))))
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(
+            cell.ljust(w) if i in (0, 1, 8) else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+
+    out = [line(header), line(tuple("-" * w for w in widths))]
+    for i, row in enumerate(rows):
+        if i and row[1] != rows[i - 1][1]:
+            out.append("")
+        out.append(line(row))
+    return "\n".join(out)
+
+
+def notes(outcomes: Sequence[StoreResult], options: Options) -> list[str]:
+    if options.rounds == 1:
+        ratio = "ratio = tokens/s / mean of the floor runs before and after the cases"
+    else:
+        ratio = (f"{options.rounds} rounds; tokens/s, p50 and p99 are medians over the "
+                 "rounds; ratio = median over the rounds of tokens/s / mean of the floor "
+                 "runs just before and just after that round")
+    out = [
+        f"{ratio}; PASS/BELOW compare it with the target.",
+        "cpu us/tok: CPU time of the server's processes (gunicorn master + workers; not "
+        "wrk, not redis-server) per token during the measured run; cpu ratio = the "
+        "floor's cpu us/tok / the case's: a second view of the same efficiency. On a "
+        "shared VM it moves with the noise too (compare the floor rows).",
+        f"{options.duration} s x {options.connections} connections per run "
+        f"(+{options.warmup} s warm-up), wrk -t {options.wrk_threads}.",
+        f"c-basic-nocache ran once, {options.nocache_duration} s x "
+        f"{options.nocache_connections} connections: each request is one bcrypt (cost 12) "
+        "check, so it is CPU-bound at a few requests/s; few samples, rough percentiles.",
+    ]
+    for outcome in outcomes:
+        by_case = {r.case: r for r in outcome.cases}
+        cached, uncached = by_case.get("b-basic-cached"), by_case.get("c-basic-nocache")
+        if cached and uncached and uncached.rate > 0:
+            out.append(f"{outcome.store}: the credential cache makes Basic-auth requests "
+                       f"{cached.rate / uncached.rate:.0f}x faster "
+                       f"({cached.rate:.0f} vs {uncached.rate:.1f} tokens/s).")
+        if outcome.floor_drift > 0.15:
+            out.append(f"{outcome.store}: WARNING the floor runs differ by "
+                       f"{outcome.floor_drift:.0%} of their mean: the machine was noisy, "
+                       "the ratios are uncertain ("
+                       + ("rerun, or use --rounds 3)." if options.rounds == 1
+                          else "rerun when it is quieter, or with more rounds).")
+                       )
+        for r in outcome.cases:
+            for index, m in enumerate(r.runs):
+                if r.case.startswith("c-") or m.max_ms < STALL_MS or m.max_ms < 10 * m.p50_ms:
+                    continue
+                where = f" (round {index + 1})" if options.rounds > 1 else ""
+                cause = (" -- likely a credential-cache expiry: an entry lapses 60 s "
+                         "after it was made, however often it is used, and every request "
+                         "in flight then runs bcrypt at once (see README)"
+                         if r.case.startswith("b-") else "")
+                out.append(f"{outcome.store}: {r.case}{where} stalled: max "
+                           f"{m.max_ms:.0f} ms, p99 {m.p99_ms:.0f} ms, p50 {m.p50_ms:.0f} ms"
+                           f"{cause}.")
+        errored = [r.case for r in outcome.cases if r.errors]
+        if errored:
+            out.append(f"{outcome.store}: runs with errors (not valid as throughput): "
+                       + ", ".join(errored))
+    return out
+
+
+def _rounded(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def write_json(path: Path, outcomes: Sequence[StoreResult], options: Options,
+               load_before: tuple[float, float, float]) -> None:
+    def measurement(m: Measurement) -> dict[str, Any]:
+        data = asdict(m)
+        data.update(tokens_per_s=round(m.rate, 2), errors=m.errors,
+                    cpu_us_per_token=_rounded(m.cpu_us_per_token))
+        return data
+
+    document = {
+        "finished": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+        },
+        "options": asdict(options),
+        "stores": [
+            {
+                "store": o.store,
+                "storage": o.storage,
+                "workers": o.workers,
+                "threads": THREADS,
+                "target": TARGETS[o.store],
+                "floor": {
+                    "runs": [measurement(m) for m in o.floors],
+                    "mean_tokens_per_s": round(o.floor_mean, 2),
+                    "mean_cpu_us_per_token": _rounded(o.floor_cpu_us_per_token),
+                    "drift": round(o.floor_drift, 3),
+                },
+                "cases": [
+                    {
+                        "case": r.case,
+                        "description": r.description,
+                        "tokens_per_s": round(r.rate, 2),
+                        "p50_ms": r.p50_ms,
+                        "p99_ms": r.p99_ms,
+                        "errors": r.errors,
+                        "ratio": None if r.ratio is None else round(r.ratio, 4),
+                        "target": r.target,
+                        "verdict": r.verdict,
+                        "cpu_us_per_token": _rounded(r.cpu_us_per_token),
+                        "cpu_ratio": _rounded(o.cpu_ratio(r.cpu_us_per_token), 4),
+                        "ratios": [round(x, 4) for x in r.ratios],
+                        "runs": [measurement(m) for m in r.runs],
+                    }
+                    for r in o.cases
+                ],
+            }
+            for o in outcomes
+        ],
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
