@@ -24,7 +24,10 @@ from authsvc.audit import AuditLog, StreamAuditLog, new_event_id
 from authsvc.config import Settings, load_settings
 from authsvc.errors import ConfigError, KeyRingError, StoreUnavailable
 from authsvc.identity.cache import VerifiedCache
-from authsvc.identity.sessions import Sessions
+from authsvc.identity.oidc.authenticator import OidcAuthenticator
+from authsvc.identity.oidc.build import KeyCaches, build_oidc
+from authsvc.identity.oidc.keys import Fetcher, UrllibFetcher
+from authsvc.identity.sessions import IdentityLookup, Sessions
 from authsvc.identity.static import PROVIDER as STATIC_PROVIDER
 from authsvc.identity.static import StaticUsers
 from authsvc.service import TokenService
@@ -107,7 +110,10 @@ class Runtime:
     keyring: Callable[[], KeyRing]
     cache: VerifiedCache
     clock: Callable[[], float]
+    fetcher: Fetcher = field(default_factory=UrllibFetcher)
     service: TokenService = field(init=False)
+    #: Per issuer: its key cache, kept across reloads that keep its key settings.
+    oidc_keys: KeyCaches = field(default_factory=dict, init=False)
     _reload_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
@@ -167,15 +173,26 @@ class Runtime:
 
     def build_service(self, settings: Settings) -> TokenService:
         users = StaticUsers(settings, self.cache)
-        sessions = Sessions(self.store, {STATIC_PROVIDER: users})
+        oidc = self._oidc(settings)
+        providers: dict[str, IdentityLookup] = {STATIC_PROVIDER: users}
+        if oidc is not None:
+            providers.update(dict.fromkeys(settings.identities.oidc, oidc))
         return TokenService(
             settings,
             users=users,
-            sessions=sessions,
+            sessions=Sessions(self.store, providers),
             minter=TokenMinter(self.keyring, settings.issuer),
             audit=self.audit,
             clock=self.clock,
+            oidc=oidc,
         )
+
+    def _oidc(self, settings: Settings) -> OidcAuthenticator | None:
+        authenticator, self.oidc_keys = build_oidc(
+            settings.identities.oidc, store=self.store, cache=self.cache,
+            fetcher=self.fetcher, clock=self.clock, previous=self.oidc_keys,
+        )
+        return authenticator
 
     def reload(self, settings: Settings | None = None) -> Settings:
         """Swap in a new configuration (re-read from its file when none is given).

@@ -331,6 +331,44 @@ def users_hash(cost: int) -> None:
         _fail(str(exc))
 
 
+# -- login (in CI) ----------------------------------------------------------------------
+
+
+@main.group("login")
+def login_group() -> None:
+    """Log in from a CI job without a stored password."""
+
+
+@login_group.command("oidc")
+@click.option("--registry", default=None,
+              help="registry host (or URL): authsvc's realm and service are read from its "
+                   "challenge")
+@click.option("--realm", default=None, help="authsvc's token URL (instead of --registry)")
+@click.option("--service", default=None, help="the registry's service name (with --realm)")
+@click.option("--source", default="github", show_default=True,
+              help="where the job's ID token comes from: github, env:VAR or file:PATH")
+@click.option("--audience", default=None, help="the audience to ask GitHub for")
+@click.option("--scope", "scopes", multiple=True, help="scopes for the first token (optional)")
+def login_oidc(registry: str | None, realm: str | None, service: str | None, source: str,
+               audience: str | None, scopes: tuple[str, ...]) -> None:
+    """Exchange the job's OIDC token once; print the session credential for
+    `docker login -u '<token>' --password-stdin`."""
+    from authsvc import login
+
+    try:
+        if registry is not None:
+            challenge = login.discover(registry)
+        elif realm is not None and service is not None:
+            challenge = login.Challenge(realm, service)
+        else:
+            raise login.LoginError("give --registry, or --realm and --service")
+        token = login.read_platform_token(source, audience=audience)
+        answer = login.exchange(challenge, token, scopes=list(scopes))
+    except login.LoginError as exc:
+        _fail(str(exc))
+    click.echo(answer["refresh_token"])
+
+
 # -- tokens (refresh-token sessions) ----------------------------------------------------
 
 

@@ -31,6 +31,9 @@ from pydantic import (
 )
 
 from authsvc.errors import ConfigError
+from authsvc.identity.oidc.presets import PRESETS, resolve_issuer, schema_for
+from authsvc.identity.oidc.rules import rule_errors, scope_errors, with_implicit_conditions
+from authsvc.identity.oidc.settings import OidcIssuerSettings
 from authsvc.identity.providers import builtin_schemas
 from authsvc.policy.lint import lint_rules
 from authsvc.policy.schema import AccessEntry, Match, Rule
@@ -59,6 +62,8 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
 _BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
+_PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_RESERVED_PROVIDERS = ("static", "anonymous")
 
 
 class _Model(BaseModel):
@@ -95,6 +100,20 @@ class StaticIdentities(_Model):
 
 class Identities(_Model):
     static: StaticIdentities = Field(default_factory=StaticIdentities)
+    oidc: dict[StrictStr, OidcIssuerSettings] = Field(default_factory=dict)
+
+    @field_validator("oidc")
+    @classmethod
+    def _issuer_names(
+        cls, value: dict[str, OidcIssuerSettings]
+    ) -> dict[str, OidcIssuerSettings]:
+        for name in value:
+            if not _PROVIDER_NAME.fullmatch(name) or name in _RESERVED_PROVIDERS:
+                raise ValueError(
+                    f"issuer name {name!r}: use lowercase letters, digits, '-' and '_', "
+                    f"and none of {', '.join(_RESERVED_PROVIDERS)}"
+                )
+        return value
 
 
 class KeysSettings(_Model):
@@ -219,6 +238,41 @@ def _problems(exc: ValidationError, data: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _resolve_oidc(
+    issuers: Mapping[str, OidcIssuerSettings],
+) -> tuple[dict[str, OidcIssuerSettings], list[str]]:
+    """Fill each issuer's preset defaults in; refuse what the preset does not accept."""
+    resolved: dict[str, OidcIssuerSettings] = {}
+    problems: list[str] = []
+    for name, issuer in issuers.items():
+        where = f"identities.oidc.{name}"
+        try:
+            url = resolve_issuer(issuer)
+        except ValueError as exc:
+            problems.append(f"{where}.issuer: {exc}")
+            continue
+        if issuer.audience.rstrip("/") == url.rstrip("/"):
+            problems.append(
+                f"{where}.audience: must not be the issuer itself (that is the platform's "
+                "own default audience); use one specific to this registry"
+            )
+        preset = PRESETS[issuer.preset]
+        resolved[name] = issuer.model_copy(
+            update={
+                "issuer": url,
+                "kind": issuer.kind or preset.kind,
+                "require_jti": (
+                    preset.require_jti_default if issuer.require_jti is None
+                    else issuer.require_jti
+                ),
+                "subject_claim": issuer.subject_claim or preset.subject_claim_default,
+                "username_claim": issuer.username_claim or preset.username_claim_default,
+                "groups_claim": issuer.groups_claim or preset.groups_claim_default,
+            }
+        )
+    return resolved, problems
+
+
 def _read_htpasswd(path: Path) -> tuple[dict[str, str], list[str]]:
     users: dict[str, str] = {}
     problems: list[str] = []
@@ -292,13 +346,25 @@ def parse_settings(
         for name in settings.admin.accounts
         if name not in users
     ]
-    report = lint_rules(settings.rules, builtin_schemas())
+    oidc, oidc_problems = _resolve_oidc(settings.identities.oidc)
+    schemas = builtin_schemas()
+    schemas.update({name: schema_for(name, issuer) for name, issuer in oidc.items()})
+    presets = {name: PRESETS[issuer.preset] for name, issuer in settings.identities.oidc.items()}
+    report = lint_rules(settings.rules, schemas)
+    for index, rule in enumerate(settings.rules):
+        report.errors += scope_errors(rule, index, schemas, presets)
+        for provider in rule.match.provider or ():
+            if provider in presets:
+                report.errors += rule_errors(rule, index, provider, presets[provider])
+    problems += oidc_problems
     if problems or report.errors:
-        raise ConfigError(problems + report.errors, source=source)
+        raise ConfigError(problems + list(dict.fromkeys(report.errors)), source=source)
+    rules = tuple(with_implicit_conditions(rule, presets) for rule in settings.rules)
     return settings.model_copy(
         update={
             "keys": settings.keys.model_copy(update={"dir": keys_dir}),
-            "identities": settings.identities.model_copy(update={"static": static}),
+            "identities": settings.identities.model_copy(update={"static": static, "oidc": oidc}),
+            "rules": rules,
             "source": source,
             "digest": digest,
             "htpasswd_users": htpasswd_users,

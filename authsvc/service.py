@@ -22,7 +22,16 @@ from authsvc.errors import (
     ServiceUnavailable,
     UnknownService,
 )
-from authsvc.identity import ANONYMOUS, Anonymous, Credential, Identity, Password, RefreshToken
+from authsvc.identity import (
+    ANONYMOUS,
+    Anonymous,
+    Credential,
+    Identity,
+    Password,
+    RefreshToken,
+    SubjectToken,
+)
+from authsvc.identity.oidc.authenticator import OidcAuthenticator, OidcLogin
 from authsvc.identity.sessions import Sessions
 from authsvc.identity.static import StaticUsers
 from authsvc.policy import Decision, Policy
@@ -33,6 +42,19 @@ __all__ = ["TokenGrant", "TokenRequest", "TokenService"]
 
 #: Docker clients treat a shorter ``expires_in`` as 60 s anyway.
 MIN_EXPIRES_IN = 60
+
+_CREDENTIAL_KINDS: dict[type, str] = {
+    Anonymous: "none",
+    Password: "password",
+    RefreshToken: "refresh_token",
+    SubjectToken: "subject_token",
+}
+#: The claims that say which CI job, repository or workload acted (for the audit trail).
+_AUDITED_CLAIMS = (
+    "iss", "sub", "jti", "repository", "repository_id", "repository_owner_id", "ref",
+    "ref_type", "workflow", "job_workflow_ref", "event_name", "run_id", "project_path",
+    "project_id", "namespace_id", "pipeline_id", "job_id", "email", "tid", "oid",
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +68,20 @@ class TokenRequest:
     grant_type: str | None = None
     client_ip: str = ""
     user_agent: str = ""
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    """Who is asking, and what their credential says about the token and session."""
+
+    identity: Identity
+    #: A one-time proof accepted again (the same OIDC token re-sent as a password).
+    reuse: bool = False
+    #: Lifetime of minted tokens and of a new session credential, when not the defaults.
+    token_ttl: int | None = None
+    session_ttl: int | None = None
+    #: Always return a session credential (a token exchange), not only when offline.
+    session: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,9 +115,11 @@ class TokenService:
         minter: TokenMinter,
         audit: AuditLog,
         clock: Callable[[], float],
+        oidc: OidcAuthenticator | None = None,
     ) -> None:
         self.settings = settings
         self.policy = Policy(settings.rules)
+        self._oidc = oidc
         self._users = users
         self._sessions = sessions
         self._minter = minter
@@ -90,27 +128,28 @@ class TokenService:
 
     def issue(self, request: TokenRequest) -> TokenGrant:
         now = int(self._clock())
-        identity: Identity | None = None
+        auth: Authenticated | None = None
         scopes: list[Scope] = []
         try:
             service = self._check_service(request.service)
             scopes = parse_scopes(request.scopes)
-            identity = self._authenticate(request, now)
+            auth = self._authenticate(request, now)
+            identity = auth.identity
             decision = self.policy.decide(identity, scopes)
             granted = decision.granted
             minted = self._minter.mint(
                 subject=identity.subject,
                 audience=service,
                 access=[s.to_access() for s in granted],
-                ttl=self.settings.token_ttl,
+                ttl=auth.token_ttl or self.settings.token_ttl,
                 now=now,
             )
-            refresh = self._refresh_token(request, identity, now)
+            refresh = self._refresh_token(request, auth, now)
         except AuthsvcError as exc:
-            self._record_failure(request, identity, scopes, exc, now)
+            self._record_failure(request, auth, scopes, exc, now)
             raise
         try:
-            self._record_grant(request, identity, decision, minted, now)
+            self._record_grant(request, auth, decision, minted, now)
         except ServiceUnavailable:
             # No token leaves unrecorded; nor does a session nobody was told about.
             if refresh is not None and not isinstance(request.credential, RefreshToken):
@@ -144,12 +183,21 @@ class TokenService:
             )
         return service
 
-    def _authenticate(self, request: TokenRequest, now: int) -> Identity:
+    def _authenticate(self, request: TokenRequest, now: int) -> Authenticated:
         credential = request.credential
         if isinstance(credential, Anonymous):
-            return ANONYMOUS
+            return Authenticated(ANONYMOUS)
         if isinstance(credential, RefreshToken):
-            return self._sessions.authenticate(credential.token, now=now)
+            identity = self._sessions.authenticate(credential.token, now=now)
+            issuer = self._oidc.issuer(identity.provider) if self._oidc else None
+            return Authenticated(identity, token_ttl=issuer.token_ttl if issuer else None)
+        if isinstance(credential, SubjectToken):
+            if self._oidc is None:
+                raise InvalidCredentials(
+                    "no OIDC issuer is configured to exchange tokens from",
+                    reason="UNKNOWN_ISSUER",
+                )
+            return self._oidc_login(self._oidc.exchange(credential.token, now=now), session=True)
         if (
             request.account is not None
             and request.account != credential.username
@@ -160,43 +208,57 @@ class TokenService:
                 "Authorization header",
                 reason="ACCOUNT_MISMATCH",
             )
-        return self._users.authenticate(credential.username, credential.password)
+        if self._oidc is not None and self._oidc.handles(credential.password):
+            login = self._oidc.authenticate_password(credential.password, now=now)
+            return self._oidc_login(login, session=False)
+        return Authenticated(self._users.authenticate(credential.username, credential.password))
 
-    def _refresh_token(self, request: TokenRequest, identity: Identity, now: int) -> str | None:
-        if not request.offline or identity.anonymous:
+    @staticmethod
+    def _oidc_login(login: OidcLogin, *, session: bool) -> Authenticated:
+        return Authenticated(
+            login.identity,
+            reuse=login.reuse,
+            token_ttl=login.issuer.token_ttl,
+            session_ttl=login.issuer.session_ttl,
+            session=session,
+        )
+
+    def _refresh_token(self, request: TokenRequest, auth: Authenticated, now: int) -> str | None:
+        if not (request.offline or auth.session) or auth.identity.anonymous:
             return None
         if isinstance(request.credential, RefreshToken):
             return request.credential.token  # Docker never rotates: hand back the same one
         return self._sessions.issue(
-            identity,
+            auth.identity,
             client_id=request.client_id or "",
-            ttl=self.settings.refresh_tokens.ttl,
+            ttl=auth.session_ttl or self.settings.refresh_tokens.ttl,
             now=now,
         )
 
     # -- audit -------------------------------------------------------------------------
 
     def _base_event(
-        self, request: TokenRequest, identity: Identity | None, now: int
+        self, request: TokenRequest, auth: Authenticated | None, now: int
     ) -> dict[str, Any]:
         credential = request.credential
-        credential_kind = (
-            "none"
-            if isinstance(credential, Anonymous)
-            else "refresh_token"
-            if isinstance(credential, RefreshToken)
-            else "password"
-        )
-        actor: dict[str, Any] = {"credential": credential_kind}
+        actor: dict[str, Any] = {"credential": _CREDENTIAL_KINDS[type(credential)]}
         if isinstance(credential, Password):
             actor["username"] = credential.username
-        if identity is not None:
+        if auth is not None:
+            identity = auth.identity
             actor.update(
                 kind=identity.kind,
                 provider=identity.provider,
                 subject=identity.subject,
                 account=identity.account,
             )
+            if identity.claims:
+                actor["claims"] = {
+                    name: identity.claims[name] for name in _AUDITED_CLAIMS
+                    if name in identity.claims
+                }
+            if auth.reuse:
+                actor["reuse"] = True
         return {
             "event_id": new_event_id(),
             "time": now * 1000,
@@ -218,12 +280,12 @@ class TokenService:
     def _record_grant(
         self,
         request: TokenRequest,
-        identity: Identity,
+        auth: Authenticated,
         decision: Decision,
         minted: MintedToken,
         now: int,
     ) -> None:
-        event = self._base_event(request, identity, now)
+        event = self._base_event(request, auth, now)
         event.update(
             outcome=decision.outcome,
             reason="GRANTED" if decision.outcome == "success" else "SCOPE_DENIED",
@@ -249,12 +311,12 @@ class TokenService:
     def _record_failure(
         self,
         request: TokenRequest,
-        identity: Identity | None,
+        auth: Authenticated | None,
         scopes: list[Scope],
         error: AuthsvcError,
         now: int,
     ) -> None:
-        event = self._base_event(request, identity, now)
+        event = self._base_event(request, auth, now)
         event.update(
             outcome="failure",
             reason=error.reason,

@@ -24,7 +24,7 @@ from authsvc.store import Store
 from authsvc.store.memory import MemoryStore
 from authsvc.tokens import KeyRing, generate_key
 
-pytest_plugins = ["tests.redis_server"]
+pytest_plugins = ["tests.redis_server", "tests.oidc_issuer"]
 
 SERVICE = "registry.test"
 PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret", "admin": "admin-secret"}

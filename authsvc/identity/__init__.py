@@ -18,6 +18,7 @@ __all__ = [
     "Kind",
     "Password",
     "RefreshToken",
+    "SubjectToken",
 ]
 
 Kind = Literal["human", "robot", "ci", "anonymous"]
@@ -62,4 +63,12 @@ class RefreshToken:
     token: str = field(repr=False)
 
 
-Credential = Anonymous | Password | RefreshToken
+@dataclass(frozen=True)
+class SubjectToken:
+    """An RFC 8693 token exchange: a one-time proof (an OIDC ID token) to exchange."""
+
+    token: str = field(repr=False)
+    token_type: str = "urn:ietf:params:oauth:token-type:id_token"
+
+
+Credential = Anonymous | Password | RefreshToken | SubjectToken

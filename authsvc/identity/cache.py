@@ -36,7 +36,8 @@ class VerifiedCache:
         self.max_entries = max_entries
         self._clock = clock
         self._key = secrets.token_bytes(32)
-        self._entries: OrderedDict[bytes, tuple[float, str]] = OrderedDict()
+        #: key -> (expires, binding, deadline): renewal never goes past the deadline.
+        self._entries: OrderedDict[bytes, tuple[float, str, float]] = OrderedDict()
         self._lock = threading.Lock()
         self._verifying = tuple(threading.Lock() for _ in range(_STRIPES))
 
@@ -53,24 +54,26 @@ class VerifiedCache:
             entry = self._entries.get(key)
             if entry is None:
                 return None
-            expires, binding = entry
+            expires, binding, deadline = entry
             if expires <= now:
                 del self._entries[key]
                 return None
             if expires - now < self.ttl / 2:
-                self._entries[key] = (now + self.ttl, binding)
+                self._entries[key] = (min(now + self.ttl, deadline), binding, deadline)
             return binding
 
     def lock_for(self, key: bytes) -> threading.Lock:
         """A lock to hold while verifying ``key``'s credential (striped by key)."""
         return self._verifying[key[0] % _STRIPES]
 
-    def put(self, key: bytes, binding: str) -> None:
+    def put(self, key: bytes, binding: str, *, deadline_in: float | None = None) -> None:
+        """Remember a verified credential; ``deadline_in`` caps its life (a token's exp)."""
         if self.ttl <= 0:
             return
-        expires = self._clock() + self.ttl
+        now = self._clock()
+        deadline = now + deadline_in if deadline_in is not None else float("inf")
         with self._lock:
-            self._entries[key] = (expires, binding)
+            self._entries[key] = (min(now + self.ttl, deadline), binding, deadline)
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)

@@ -26,7 +26,7 @@ from authsvc.store import SessionRecord, Store
 __all__ = ["TOKEN_PREFIX", "SessionInfo", "Sessions", "session_id"]
 
 #: A recognisable prefix lets secret scanners find leaked tokens.
-TOKEN_PREFIX = "asr_"  # noqa: S105 - a prefix, not a secret
+TOKEN_PREFIX = "asr_"
 _TOKEN = re.compile(r"asr_[A-Za-z0-9_-]{43}")
 
 

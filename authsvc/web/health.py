@@ -32,4 +32,16 @@ def readyz() -> Response:
         response = jsonify(status="unavailable", problems=problems)
         response.status_code = 503
         return response
-    return jsonify(status="ready", policy=runtime.service.policy.digest)
+    body: dict[str, object] = {"status": "ready", "policy": runtime.service.policy.digest}
+    oidc = {}
+    for name, (_, keys) in runtime.oidc_keys.items():
+        status = keys.status()
+        oidc[name] = {
+            "keys_fetched_at": status.fetched_at,
+            "stale": status.stale,
+            "last_error": status.last_error,
+        }
+    if oidc:
+        # Stale keys still verify (the last good set is kept): reported, not a failure.
+        body["oidc"] = oidc
+    return jsonify(body)

@@ -16,7 +16,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import MethodNotAllowed
 
 from authsvc.errors import BadRequest, PayloadTooLarge, UnsupportedGrantType
-from authsvc.identity import Anonymous, Credential, Password, RefreshToken
+from authsvc.identity import Anonymous, Credential, Password, RefreshToken, SubjectToken
 from authsvc.service import TokenGrant, TokenRequest
 
 __all__ = ["MAX_BODY_BYTES", "bp", "parse_basic_auth", "read_body"]
@@ -27,8 +27,15 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_FIELDS = 100
 #: The Docker credential-helper convention: this user name means "the password is a
 #: refresh token".
-TOKEN_USERNAME = "<token>"  # noqa: S105 - a user name, not a secret
+TOKEN_USERNAME = "<token>"
 _FORM_TYPE = "application/x-www-form-urlencoded"
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+#: Subject token types a token exchange accepts: an OIDC ID token is both.
+SUBJECT_TOKEN_TYPES = (
+    "urn:ietf:params:oauth:token-type:id_token",
+    "urn:ietf:params:oauth:token-type:jwt",
+)
 
 
 class _Params:
@@ -121,6 +128,22 @@ def parse_basic_auth(header: str | None) -> Credential:
     return Password(username, password)
 
 
+def _subject_token(form: _Params) -> SubjectToken:
+    token = form.get("subject_token")
+    if not token:
+        raise BadRequest("a token exchange needs 'subject_token'")
+    token_type = form.get("subject_token_type")
+    if token_type not in SUBJECT_TOKEN_TYPES:
+        raise BadRequest(
+            f"subject_token_type must be one of {', '.join(SUBJECT_TOKEN_TYPES)}, "
+            f"not {(token_type or '')[:80]!r}"
+        )
+    requested = form.get("requested_token_type")
+    if requested not in (None, "", ACCESS_TOKEN_TYPE):
+        raise BadRequest(f"requested_token_type must be {ACCESS_TOKEN_TYPE}")
+    return SubjectToken(token, token_type)
+
+
 def _flag(value: str | None, name: str) -> bool:
     if value is None or value == "":
         return False
@@ -141,8 +164,9 @@ def _issue(token_request: TokenRequest) -> TokenGrant:
     return grant
 
 
-def _response(grant: TokenGrant, *, oauth: bool) -> Response:
-    """The token answer; the OAuth2 form (POST) also names the granted scope."""
+def _response(grant: TokenGrant, *, oauth: bool, exchange: bool = False) -> Response:
+    """The token answer; the OAuth2 form (POST) also names the granted scope, and a
+    token exchange the RFC 8693 fields."""
     body: dict[str, object] = {
         "token": grant.token,
         "access_token": grant.token,
@@ -151,6 +175,9 @@ def _response(grant: TokenGrant, *, oauth: bool) -> Response:
     }
     if oauth:
         body["scope"] = grant.scope
+    if exchange:
+        body["issued_token_type"] = ACCESS_TOKEN_TYPE
+        body["token_type"] = "Bearer"
     if grant.refresh_token:
         body["refresh_token"] = grant.refresh_token
     response = jsonify(body)
@@ -198,14 +225,17 @@ def post_token() -> Response:
         if not token:
             raise BadRequest("grant_type=refresh_token needs 'refresh_token'")
         credential = RefreshToken(token)
+    elif grant_type == TOKEN_EXCHANGE:
+        credential = _subject_token(form)
     elif grant_type is None or grant_type == "":
         raise BadRequest("'grant_type' is required (password or refresh_token)")
     else:
         raise UnsupportedGrantType(
-            f"unsupported grant_type {grant_type[:60]!r} (use password or refresh_token)"
+            f"unsupported grant_type {grant_type[:60]!r} (use password, refresh_token or "
+            f"{TOKEN_EXCHANGE})"
         )
     client_id = form.get("client_id")
-    if not client_id:
+    if not client_id and grant_type != TOKEN_EXCHANGE:
         raise BadRequest("'client_id' is required")
     access_type = form.get("access_type")
     if access_type not in (None, "", "offline", "online"):
@@ -223,4 +253,4 @@ def post_token() -> Response:
             user_agent=agent,
         )
     )
-    return _response(grant, oauth=True)
+    return _response(grant, oauth=True, exchange=grant_type == TOKEN_EXCHANGE)

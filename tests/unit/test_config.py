@@ -55,8 +55,109 @@ def test_minimal_config_has_secure_defaults(tmp_path: Path) -> None:
             "identities.static.users.alice.group: unknown setting",
         ),
         (
-            config(identities={"oidc": {"github": {}}}),
-            "identities.oidc: unknown setting",
+            config(identities={"oidc": {"github": {"preset": "github-actions"}}}),
+            "identities.oidc.github.audience: Field required",
+        ),
+        (
+            config(
+                identities={
+                    "oidc": {
+                        "gh": {"preset": "github-actions", "audience": "https://github.com/acme"}
+                    }
+                }
+            ),
+            "identities.oidc.gh.audience: audience 'https://github.com/acme' is a platform's "
+            "shared default",
+        ),
+        (
+            config(
+                identities={
+                    "oidc": {
+                        "aws": {
+                            "preset": "generic",
+                            "issuer": "https://i.example",
+                            "audience": "sts.amazonaws.com",
+                        }
+                    }
+                }
+            ),
+            "shared default",
+        ),
+        (
+            config(
+                identities={
+                    "oidc": {
+                        "az": {
+                            "preset": "azure",
+                            "issuer": "https://i.example",
+                            "audience": "api://AzureADTokenExchange",
+                        }
+                    }
+                }
+            ),
+            "shared default",
+        ),
+        (
+            config(
+                identities={
+                    "oidc": {
+                        "k8s": {
+                            "preset": "kubernetes",
+                            "issuer": "https://k8s.example",
+                            "audience": "https://k8s.example",
+                        }
+                    }
+                }
+            ),
+            "identities.oidc.k8s.audience: must not be the issuer itself",
+        ),
+        (
+            config(
+                identities={"oidc": {"x": {"issuer": "http://idp.example", "audience": "registry"}}}
+            ),
+            "identities.oidc.x.issuer: issuer 'http://idp.example' must be https://",
+        ),
+        (
+            config(identities={"oidc": {"x": {"preset": "jenkins", "audience": "registry"}}}),
+            "identities.oidc.x.preset: Input should be",
+        ),
+        (
+            config(
+                identities={
+                    "oidc": {
+                        "x": {
+                            "issuer": "https://i.example",
+                            "audience": "r",
+                            "algorithms": ["HS256"],
+                        }
+                    }
+                }
+            ),
+            "identities.oidc.x.algorithms[0]: Input should be",
+        ),
+        (
+            config(
+                identities={
+                    "oidc": {
+                        "x": {
+                            "issuer": "https://i.example",
+                            "audience": "r",
+                            "algorithms": ["none"],
+                        }
+                    }
+                }
+            ),
+            "identities.oidc.x.algorithms[0]: Input should be",
+        ),
+        (
+            config(
+                identities={"oidc": {"static": {"issuer": "https://i.example", "audience": "r"}}}
+            ),
+            "identities.oidc: issuer name 'static'",
+        ),
+        (
+            config(identities={"oidc": {"k8s": {"preset": "kubernetes", "audience": "r"}}}),
+            "identities.oidc.k8s.issuer:",
         ),
         (
             config(rules=[{"id": "r", "allow": [{"repository": "a", "actions": ["pull"]}]}]),

@@ -84,3 +84,14 @@ def test_concurrent_logins_with_one_credential_run_bcrypt_once(
         t.join()
     assert accounts == ["u"] * 8
     assert calls == 1
+
+
+def test_renewal_never_passes_the_entry_deadline() -> None:
+    clock = Clock()
+    cache = VerifiedCache(ttl=60, max_entries=10, clock=clock)
+    key = cache.key("oidc", "token")
+    cache.put(key, "gh", deadline_in=45)
+    clock.now += 40
+    assert cache.get(key) == "gh"  # renewal would give +60; the deadline caps it at 45
+    clock.now += 6
+    assert cache.get(key) is None
