@@ -12,6 +12,9 @@
 * the registry with `auth.token` pointing at that realm.
 
 Failure messages built with `Stack.explain` end with the tails of both logs.
+
+`running_stack(workdir, configure)` builds the same stack for a module that needs another
+configuration (test_oidc_flow.py adds OIDC issuers and their rules).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -391,10 +394,16 @@ def pytest_runtest_makereport(
     return report
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    require_e2e_binaries()
-    workdir = tmp_path_factory.mktemp("token-flow")
+@contextlib.contextmanager
+def running_stack(
+    workdir: Path, configure: Callable[[dict[str, Any]], None] | None = None
+) -> Iterator[Stack]:
+    """Keys, bundle, hashes and config under `workdir`; `authsvc serve`, then the registry.
+
+    `configure` may change the configuration (a dict, as `_config` builds it) before it
+    is written, e.g. to add OIDC issuers and their rules. Both processes are stopped on
+    exit.
+    """
     keys_dir = workdir / "keys"
     run_authsvc("keys", "generate", "--dir", str(keys_dir))  # active
     run_authsvc("keys", "generate", "--dir", str(keys_dir))  # staged: published, not signing
@@ -406,8 +415,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         user: run_authsvc("users", "hash", "--cost", "10", stdin=password + "\n").strip()
         for user, password in PASSWORDS.items()
     }
+    config = _config(keys_dir, hashes)
+    if configure is not None:
+        configure(config)
     config_path = workdir / "authsvc.yaml"
-    config_path.write_text(yaml.safe_dump(_config(keys_dir, hashes), sort_keys=False))
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     initial_keys = list_keys(keys_dir)
     assert [k.state for k in initial_keys] == ["active", "staged"], initial_keys
@@ -436,3 +448,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         if registry is not None:
             registry.stop()
         authsvc.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    require_e2e_binaries()
+    with running_stack(tmp_path_factory.mktemp("token-flow")) as running:
+        yield running
