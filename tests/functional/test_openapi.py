@@ -6,6 +6,10 @@ Flask's test client and each real request and response is validated against the
 file with ``openapi_core``: status, documented headers and body. Answers that belong
 to no operation (405) are checked against the spec's reusable response with its own
 schema validator. Nothing here copies a schema out of the file by hand.
+
+The OIDC answers (token exchange, an ID token as a Basic password, ``/readyz``'s
+``oidc``) come from an app configured with ``identities.oidc`` for a real issuer on
+127.0.0.1 (the ``issuer`` fixture of ``tests/oidc_issuer.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +48,7 @@ from authsvc.store import Store
 from authsvc.store.memory import MemoryStore
 from authsvc.store.redis import RedisStore
 from authsvc.tokens import KeyRing, generate_key
+from tests.oidc_issuer import AUDIENCE, JWKS, Fault, MakeIssuer, TestIssuer
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "openapi.yaml"
 SPEC_URI = "urn:authsvc:openapi"
@@ -57,6 +63,16 @@ HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "tra
 IMPLICIT_METHODS = {"HEAD", "OPTIONS"}
 #: A well-formed refresh token that no store knows.
 UNKNOWN_REFRESH_TOKEN = "asr_" + "A" * 43
+#: RFC 8693 token exchange.
+EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+#: The OIDC issuer's name in ``identities.oidc`` (a GitHub Actions preset) and the
+#: owner its rule pins.
+OIDC_NAME = "gh"
+OWNER_ID = "65"
+CI_SCOPE = "repository:ci/acme/app:pull,push"
 
 Query = list[tuple[str, str]]
 
@@ -208,40 +224,69 @@ def missing_keys() -> KeyRing:
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("openapi")
     generate_key(base / "keys")
-    return parse_settings(
-        {
-            "services": [SERVICE],
-            "keys": {"dir": str(base / "keys")},
-            "identities": {
-                "static": {
-                    "users": {
-                        USER: {"password_hash": hash_password(PASSWORD, cost=4)},
-                        ADMIN: {
-                            "password_hash": hash_password(ADMIN_PASSWORD, cost=4),
-                            "kind": "robot",
-                        },
-                    }
+    return base
+
+
+def config_data(base: Path) -> dict[str, Any]:
+    """The configuration every app here starts from (static users, no OIDC issuer)."""
+    return {
+        "services": [SERVICE],
+        "keys": {"dir": str(base / "keys")},
+        "identities": {
+            "static": {
+                "users": {
+                    USER: {"password_hash": hash_password(PASSWORD, cost=4)},
+                    ADMIN: {
+                        "password_hash": hash_password(ADMIN_PASSWORD, cost=4),
+                        "kind": "robot",
+                    },
                 }
-            },
-            "admin": {"accounts": [ADMIN]},
-            "rules": [
-                {
-                    "id": "alice-team",
-                    "match": {"account": USER},
-                    "allow": [{"repository": "team/**", "actions": ["pull", "push"]}],
-                },
-                {
-                    "id": "anonymous-public",
-                    "match": {"anonymous": True},
-                    "allow": [{"repository": "public/**", "actions": ["pull"]}],
-                },
-            ],
+            }
         },
-        base_dir=base,
+        "admin": {"accounts": [ADMIN]},
+        "rules": [
+            {
+                "id": "alice-team",
+                "match": {"account": USER},
+                "allow": [{"repository": "team/**", "actions": ["pull", "push"]}],
+            },
+            {
+                "id": "anonymous-public",
+                "match": {"anonymous": True},
+                "allow": [{"repository": "public/**", "actions": ["pull"]}],
+            },
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def settings(base_dir: Path) -> Settings:
+    return parse_settings(config_data(base_dir), base_dir=base_dir)
+
+
+@pytest.fixture
+def oidc_settings(base_dir: Path, issuer: TestIssuer) -> Settings:
+    """``settings`` plus ``identities.oidc`` for ``issuer`` and a rule for its CI jobs."""
+    data = config_data(base_dir)
+    data["identities"]["oidc"] = {
+        OIDC_NAME: {
+            "preset": "github-actions",
+            "issuer": issuer.url,
+            "audience": AUDIENCE,
+            "algorithms": ["RS256", "ES256"],
+        }
+    }
+    data["rules"].append(
+        {
+            "id": "ci-push",
+            "match": {"provider": OIDC_NAME, "claims": {"repository_owner_id": OWNER_ID}},
+            "allow": [{"repository": "ci/acme/**", "actions": ["pull", "push"]}],
+        }
     )
+    return parse_settings(data, base_dir=base_dir, environ={})
 
 
 class MakeApp(Protocol):
@@ -250,24 +295,27 @@ class MakeApp(Protocol):
         store: Store | None = None,
         audit: AuditLog | None = None,
         keyring: Callable[[], KeyRing] | None = None,
+        config: Settings | None = None,
     ) -> Flask: ...
 
 
 @pytest.fixture
 def make_app(settings: Settings) -> MakeApp:
-    """Factory: the real app over ``settings``, with collaborators swapped as asked."""
+    """Factory: the real app over ``settings`` (or ``config``), with collaborators
+    swapped as asked."""
 
     def make(
         store: Store | None = None,
         audit: AuditLog | None = None,
         keyring: Callable[[], KeyRing] | None = None,
+        config: Settings | None = None,
     ) -> Flask:
         deps = Dependencies(
             store=store or MemoryStore(),
             audit=audit or MemoryAuditLog(),
             keyring=keyring,
         )
-        return create_app(settings, deps=deps)
+        return create_app(config or settings, deps=deps)
 
     return make
 
@@ -368,6 +416,29 @@ def valid(openapi: OpenAPI, c: Call, *, request_too: bool = True) -> Call:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def oidc_client(make_app: MakeApp, oidc_settings: Settings) -> FlaskClient:
+    """A client of the app that also trusts ``issuer`` (``identities.oidc``)."""
+    return make_app(config=oidc_settings).test_client()
+
+
+def ci_token(
+    issuer: TestIssuer, *, iat: int | None = None, lifetime: int = 300, **claims: Any
+) -> str:
+    """A GitHub-Actions-shaped ID token from ``issuer`` that the ``ci-push`` rule matches."""
+    github = {
+        "sub": "repo:Acme/App:ref:refs/heads/main",
+        "repository": "Acme/App",
+        "repository_id": "74",
+        "repository_owner": "Acme",
+        "repository_owner_id": OWNER_ID,
+        "ref": "refs/heads/main",
+        "event_name": "push",
+        "runner_environment": "github-hosted",
+    }
+    return issuer.mint({**github, **claims}, iat=iat, lifetime=lifetime)
 
 
 def token_get(client: FlaskClient, query: Query, auth: str | None = None) -> Call:
@@ -791,6 +862,197 @@ def test_post_token_unexpected_failure(openapi: OpenAPI, make_app: MakeApp) -> N
     assert c.json == {"error": "server_error", "error_description": "internal error"}
 
 
+# -- OIDC: the token exchange, ID tokens as passwords, /readyz --------------------------------
+
+
+def exchange_form(token: str, **fields: str | list[str]) -> bytes:
+    """An RFC 8693 exchange of ``token`` (no ``client_id``: optional for this grant)."""
+    base: dict[str, str | list[str]] = {
+        "grant_type": EXCHANGE,
+        "subject_token": token,
+        "subject_token_type": ID_TOKEN_TYPE,
+        "service": SERVICE,
+        "scope": CI_SCOPE,
+    }
+    return form(**{**base, **fields})
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"subject_token_type": JWT_TOKEN_TYPE, "requested_token_type": ACCESS_TOKEN_TYPE},
+        {"client_id": "ci-helper"},
+    ],
+    ids=["id-token", "jwt-access-token", "with-client-id"],
+)
+def test_post_token_exchange(
+    openapi: OpenAPI, oidc_client: FlaskClient, issuer: TestIssuer, extra: dict[str, str]
+) -> None:
+    c = valid(openapi, token_post(oidc_client, exchange_form(ci_token(issuer), **extra)))
+    assert c.status == 200, c.json
+    body = c.json
+    assert body["issued_token_type"] == ACCESS_TOKEN_TYPE
+    assert body["token_type"] == "Bearer"
+    assert body["scope"] == CI_SCOPE
+    assert body["token"] == body["access_token"]
+    assert c.response.headers["Cache-Control"] == "no-store"
+    # The session credential works as a refresh token, as the spec says.
+    session = basic("<token>", body["refresh_token"])
+    again = valid(
+        openapi, token_get(oidc_client, [("service", SERVICE), ("scope", CI_SCOPE)], session)
+    )
+    assert again.status == 200
+    assert "issued_token_type" not in again.json
+
+
+def test_post_token_exchange_replayed(
+    openapi: OpenAPI, oidc_client: FlaskClient, issuer: TestIssuer
+) -> None:
+    token = ci_token(issuer)
+    assert valid(openapi, token_post(oidc_client, exchange_form(token))).status == 200
+    c = valid(openapi, token_post(oidc_client, exchange_form(token)))
+    assert c.status == 401
+    assert c.response.headers["WWW-Authenticate"] == 'Basic realm="authsvc"'
+    assert c.json["error"] == "invalid_grant"
+    assert "already used" in c.json["error_description"]
+
+
+@pytest.mark.parametrize(
+    ("mint", "message"),
+    [
+        pytest.param(
+            lambda i, stranger: ci_token(stranger), "is not configured", id="unknown-issuer"
+        ),
+        pytest.param(
+            lambda i, stranger: ci_token(i, aud="https://elsewhere.test"),
+            "wrong 'aud'",
+            id="wrong-audience",
+        ),
+        pytest.param(
+            lambda i, stranger: ci_token(i, iat=int(time.time()) - 1000),
+            "the token expired",
+            id="expired",
+        ),
+        pytest.param(
+            lambda i, stranger: ci_token(i)[:-8] + "AAAAAAAA",
+            "signature does not verify",
+            id="bad-signature",
+        ),
+    ],
+)
+def test_post_token_exchange_refused(
+    openapi: OpenAPI,
+    oidc_client: FlaskClient,
+    issuer: TestIssuer,
+    make_issuer: MakeIssuer,
+    mint: Callable[[TestIssuer, TestIssuer], str],
+    message: str,
+) -> None:
+    c = valid(openapi, token_post(oidc_client, exchange_form(mint(issuer, make_issuer()))))
+    assert c.status == 401
+    assert c.json["error"] == "invalid_grant"
+    assert message in c.json["error_description"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        pytest.param(
+            {"subject_token": ""}, "a token exchange needs 'subject_token'", id="no-subject-token"
+        ),
+        pytest.param(
+            {"subject_token_type": "urn:ietf:params:oauth:token-type:saml2"},
+            "subject_token_type must be one of",
+            id="bad-subject-token-type",
+        ),
+        pytest.param(
+            {"requested_token_type": "urn:ietf:params:oauth:token-type:refresh_token"},
+            "requested_token_type must be",
+            id="bad-requested-token-type",
+        ),
+    ],
+)
+def test_post_token_exchange_malformed(
+    openapi: OpenAPI,
+    oidc_client: FlaskClient,
+    issuer: TestIssuer,
+    fields: dict[str, str],
+    message: str,
+) -> None:
+    c = valid(
+        openapi,
+        token_post(oidc_client, exchange_form(ci_token(issuer), **fields)),
+        request_too=False,
+    )
+    with pytest.raises(OpenAPIError):  # the spec already rules these requests out
+        openapi.validate_request(c.request)
+    assert c.status == 400
+    assert c.json["error"] == "invalid_request"
+    assert message in c.json["error_description"]
+
+
+def test_post_token_exchange_keys_unavailable(
+    openapi: OpenAPI, oidc_client: FlaskClient, issuer: TestIssuer
+) -> None:
+    issuer.fault(JWKS, Fault(status=500))
+    c = valid(openapi, token_post(oidc_client, exchange_form(ci_token(issuer))))
+    assert c.status == 503
+    assert c.json["error"] == "temporarily_unavailable"
+    assert f"issuer {OIDC_NAME!r} has no keys yet" in c.json["error_description"]
+    # GET /token with the ID token as a password: the same, in the registry shape.
+    as_password = basic("ci", ci_token(issuer))
+    c = valid(openapi, token_get(oidc_client, [("service", SERVICE)], as_password))
+    assert c.status == 503
+    assert c.json["errors"][0]["code"] == "UNAVAILABLE"
+
+
+def test_get_token_with_an_id_token_as_password(
+    openapi: OpenAPI, oidc_client: FlaskClient, issuer: TestIssuer
+) -> None:
+    token = ci_token(issuer)
+    query = [("service", SERVICE), ("scope", CI_SCOPE), ("offline_token", "true")]
+    for _ in range(2):  # reusable as a password (password_reuse defaults to true)
+        c = valid(openapi, token_get(oidc_client, query, basic("ci", token)))
+        assert c.status == 200, c.json
+        assert c.json["refresh_token"].startswith("asr_")
+        assert "issued_token_type" not in c.json
+    header, payload, _ = token.split(".")
+    forged = f"{header}.{payload}.{'A' * 342}"
+    c = valid(openapi, token_get(oidc_client, [("service", SERVICE)], basic("ci", forged)))
+    assert c.status == 401
+    assert c.response.headers["WWW-Authenticate"] == 'Basic realm="authsvc"'
+    assert "signature does not verify" in c.json["errors"][0]["message"]
+
+
+def test_readyz_reports_oidc_keys(
+    openapi: OpenAPI, oidc_client: FlaskClient, issuer: TestIssuer
+) -> None:
+    c = valid(openapi, call(oidc_client, "GET", "/readyz"))
+    assert c.status == 200
+    assert c.json["oidc"] == {
+        OIDC_NAME: {"keys_fetched_at": None, "stale": False, "last_error": None}
+    }
+    issuer.fault(JWKS, Fault(status=500))
+    token_post(oidc_client, exchange_form(ci_token(issuer)))
+    c = valid(openapi, call(oidc_client, "GET", "/readyz"))
+    assert c.status == 200  # keys that cannot be fetched do not make the service unready
+    status = c.json["oidc"][OIDC_NAME]
+    assert (status["keys_fetched_at"], status["stale"]) == (None, True)
+    assert "HTTP 500" in status["last_error"]
+
+
+def test_readyz_reports_fetched_oidc_keys(
+    openapi: OpenAPI, oidc_client: FlaskClient, issuer: TestIssuer
+) -> None:
+    assert token_post(oidc_client, exchange_form(ci_token(issuer))).status == 200
+    c = valid(openapi, call(oidc_client, "GET", "/readyz"))
+    assert c.status == 200
+    status = c.json["oidc"][OIDC_NAME]
+    assert isinstance(status["keys_fetched_at"], int)
+    assert (status["stale"], status["last_error"]) == (False, None)
+
+
 # -- POST /policy/explain -------------------------------------------------------------------
 
 
@@ -1211,6 +1473,51 @@ def test_schema_checks_are_not_vacuous(registry: Registry[Any]) -> None:
         {**good, "refresh_token": "not-ours"},
     ):
         assert not token.is_valid(bad), bad
+    oauth = schema_validator(registry, pointer("components", "schemas", "OAuthTokenResponse"))
+    exchanged = {
+        **good,
+        "scope": "",
+        "issued_token_type": ACCESS_TOKEN_TYPE,
+        "token_type": "Bearer",
+        "refresh_token": UNKNOWN_REFRESH_TOKEN,
+    }
+    assert oauth.is_valid(exchanged)
+    assert oauth.is_valid({**good, "scope": ""})
+    for bad_oauth in (
+        {k: v for k, v in exchanged.items() if k != "refresh_token"},  # always a session
+        {k: v for k, v in exchanged.items() if k != "token_type"},
+        {k: v for k, v in exchanged.items() if k != "issued_token_type"},
+        {**exchanged, "token_type": "bearer-ish"},
+        {**exchanged, "issued_token_type": "urn:ietf:params:oauth:token-type:refresh_token"},
+    ):
+        assert not oauth.is_valid(bad_oauth), bad_oauth
+    token_form = schema_validator(registry, pointer("components", "schemas", "TokenForm"))
+    exchange = {
+        "grant_type": EXCHANGE,
+        "subject_token": "a.b.c",
+        "subject_token_type": ID_TOKEN_TYPE,
+    }
+    assert token_form.is_valid(exchange)  # no client_id: optional for this grant only
+    assert token_form.is_valid({**exchange, "requested_token_type": ACCESS_TOKEN_TYPE})
+    assert token_form.is_valid({"grant_type": "password", "username": "u", "password": "p",
+                                "client_id": "c"})
+    for bad_form in (
+        {"grant_type": "password", "username": "u", "password": "p"},
+        {k: v for k, v in exchange.items() if k != "subject_token"},
+        {k: v for k, v in exchange.items() if k != "subject_token_type"},
+        {**exchange, "subject_token_type": "urn:ietf:params:oauth:token-type:saml2"},
+        {**exchange, "requested_token_type": "urn:ietf:params:oauth:token-type:id_token"},
+    ):
+        assert not token_form.is_valid(bad_form), bad_form
+    ready = schema_validator(registry, pointer("components", "schemas", "Ready"))
+    keys = {"keys_fetched_at": 1, "stale": False, "last_error": None}
+    assert ready.is_valid({"status": "ready", "policy": "0" * 64, "oidc": {"gh": keys}})
+    for bad_keys in (
+        {k: v for k, v in keys.items() if k != "stale"},
+        {**keys, "keys_fetched_at": "now"},
+        {**keys, "extra": 1},
+    ):
+        assert not ready.is_valid({"status": "ready", "policy": "0" * 64, "oidc": {"gh": bad_keys}})
     explain = schema_validator(registry, pointer("components", "schemas", "ExplainRequest"))
     scopes = ["repository:a:pull"]
     assert explain.is_valid({"account": "a", "scopes": scopes})

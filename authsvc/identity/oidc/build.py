@@ -11,7 +11,8 @@ from collections.abc import Callable, Mapping
 
 from authsvc.identity.cache import VerifiedCache
 from authsvc.identity.oidc.authenticator import IssuerPolicy, OidcAuthenticator
-from authsvc.identity.oidc.keys import Fetcher, IssuerKeys
+from authsvc.identity.oidc.fetch import Fetcher
+from authsvc.identity.oidc.keys import IssuerKeys
 from authsvc.identity.oidc.settings import OidcIssuerSettings
 from authsvc.identity.oidc.verify import IssuerConfig, OidcVerifier
 from authsvc.store import Store

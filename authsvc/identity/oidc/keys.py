@@ -17,36 +17,50 @@ discovery document are ever fetched; nothing in a token names a URL we fetch.
   the set in use is past its TTL (stale). After a failure nothing is fetched again for
   one cooldown, so a dead issuer costs one timeout per window, not one per request.
 
-Errors::
+Fetching a document (URL checks, no redirects, size and time caps) is fetch.py's job;
+parsing a JWKS and choosing the key for a kid and alg is jwk.py's. The names these two
+define that callers of the cache use are importable from here as well.
 
-    KeysError
-    ├── FetchError       a fetch failed or a document was refused (kept in status())
-    ├── KeysUnavailable  no key set at all: the issuer has never answered
-    └── UnknownKey       no key fits the token's kid and alg, after the allowed refetch
-        └── AmbiguousKey  several keys fit and the token names no kid to choose
+Errors (where each is defined)::
+
+    KeysError              fetch.py
+    ├── FetchError         fetch.py  a fetch failed or a document was refused (in status())
+    ├── KeysUnavailable    here      no key set at all: the issuer has never answered
+    └── UnknownKey         jwk.py    no key fits the token's kid and alg, after the refetch
+        └── AmbiguousKey   jwk.py    several keys fit and the token names no kid to choose
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import http.client
-import json
 import logging
-import re
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import IO, Final, NamedTuple, Protocol
-from urllib.parse import urlsplit
+from typing import Final, NamedTuple, Protocol
 
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from authsvc.identity.oidc.fetch import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_TIMEOUT,
+    Fetcher,
+    FetchError,
+    KeysError,
+    UrllibFetcher,
+    b64url_decode,
+    check_fetch_url,
+    loads_strict,
+)
+from authsvc.identity.oidc.jwk import (
+    SUPPORTED_ALGORITHMS,
+    AmbiguousKey,
+    KeySet,
+    PublicKey,
+    UnknownKey,
+    parse_jwks,
+)
+from authsvc.identity.oidc.settings import OidcIssuerSettings
 
-from authsvc.identity.oidc.settings import OidcIssuerSettings, is_loopback_url
-
+# MAX_KID_LENGTH, ClaimStore, IssuerKeys, KeysStatus and KeysUnavailable are defined
+# here; the others come from fetch.py and jwk.py and stay importable from here.
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_TIMEOUT",
@@ -70,52 +84,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Largest discovery or JWKS document accepted (GitHub's JWKS is ~2 KiB).
-DEFAULT_MAX_BYTES: Final = 64 * 1024
-#: Seconds for one fetch: per socket operation, and for the whole body.
-DEFAULT_TIMEOUT: Final = 5.0
 #: Negative-cache entries kept per issuer (a flood beyond it evicts the oldest).
 _MAX_MISSES: Final = 4096
 #: A kid longer than this is never looked up (nor remembered).
 MAX_KID_LENGTH: Final = 256
 
-PublicKey = (
-    rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
-)
-
-_EC_CURVES: Final[dict[str, tuple[str, ec.EllipticCurve, int]]] = {
-    # crv -> (alg, curve, coordinate bytes)
-    "P-256": ("ES256", ec.SECP256R1(), 32),
-    "P-384": ("ES384", ec.SECP384R1(), 48),
-    "P-521": ("ES512", ec.SECP521R1(), 66),
-}
-_RSA_ALGORITHMS: Final = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
-#: Asymmetric algorithms only: never ``none``, never HMAC (a public key is not a secret).
-SUPPORTED_ALGORITHMS: Final = frozenset((*_RSA_ALGORITHMS, "ES256", "ES384", "ES512", "EdDSA"))
-_MIN_RSA_BITS: Final = 2048
-#: JWK members that carry private or symmetric key material: such a key is ignored.
-_SECRET_MEMBERS: Final = frozenset(("d", "p", "q", "dp", "dq", "qi", "oth", "k"))
-_B64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
-
-
-class KeysError(Exception):
-    """Base of this module's errors."""
-
-
-class FetchError(KeysError):
-    """A fetch failed, or the document it returned was refused."""
-
 
 class KeysUnavailable(KeysError):
     """No key set has ever been fetched for this issuer (the last error says why)."""
-
-
-class UnknownKey(KeysError):
-    """No published key fits the token's kid and algorithm."""
-
-
-class AmbiguousKey(UnknownKey):
-    """Several keys fit and the token names no kid (or a kid published twice)."""
 
 
 class KeysStatus(NamedTuple):
@@ -127,244 +103,10 @@ class KeysStatus(NamedTuple):
     stale: bool
 
 
-class Fetcher(Protocol):
-    def get(self, url: str, *, timeout: float, max_bytes: int) -> bytes:
-        """The body of a 200 answer to GET ``url``; ``FetchError`` otherwise."""
-
-
 class ClaimStore(Protocol):
     """The one thing IssuerKeys needs of the shared store (``authsvc.store.Store``)."""
 
     def claim_once(self, key: str, expires_at: int) -> bool: ...
-
-
-def b64url_decode(text: str) -> bytes:
-    """Strict base64url without padding (RFC 7515 §2); only the canonical spelling."""
-    if len(text) % 4 == 1 or not _B64URL.fullmatch(text):
-        raise ValueError("not base64url without padding")
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except binascii.Error as exc:
-        raise ValueError("not base64url without padding") from exc
-    # Refuse non-zero trailing bits: one token must have one spelling (caches hash it).
-    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != text:
-        raise ValueError("not the canonical base64url spelling")
-    return raw
-
-
-def _refuse_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    result: dict[str, object] = {}
-    for name, value in pairs:
-        if name in result:
-            raise ValueError(f"duplicate member {name[:40]!r}")
-        result[name] = value
-    return result
-
-
-def _refuse_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
-
-
-def loads_strict(raw: bytes) -> object:
-    """UTF-8 JSON with no duplicate member names (at any depth) and no NaN/Infinity.
-
-    Raises ``ValueError`` (``UnicodeDecodeError`` and ``JSONDecodeError`` are ones).
-    """
-    return json.loads(
-        raw.decode("utf-8"),
-        object_pairs_hook=_refuse_duplicates,
-        parse_constant=_refuse_constant,
-    )
-
-
-def check_fetch_url(url: str) -> None:
-    """Refuse (``FetchError``) anything but https://, or http:// on a loopback host."""
-    parts = urlsplit(url)
-    if not (parts.scheme == "https" or (parts.scheme == "http" and is_loopback_url(url))):
-        raise FetchError(f"refusing {url!r}: https:// is required (http:// only on loopback)")
-    if not parts.hostname or parts.username is not None or parts.password is not None:
-        raise FetchError(f"refusing {url!r}: no host, or user info in the URL")
-
-
-# -- fetching ----------------------------------------------------------------------
-
-
-class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
-    """A 3xx is answered as an error (HTTPError) instead of being followed."""
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: IO[bytes],
-        code: int,
-        msg: str,
-        headers: http.client.HTTPMessage,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        return None
-
-
-class UrllibFetcher:
-    """GET over https:// (http:// on loopback): no redirects, a timeout and a size cap."""
-
-    def __init__(self) -> None:
-        self._opener = urllib.request.build_opener(_RefuseRedirects)
-        # Loopback never goes through a proxy from the environment.
-        self._loopback = urllib.request.build_opener(
-            _RefuseRedirects, urllib.request.ProxyHandler({})
-        )
-
-    def get(self, url: str, *, timeout: float, max_bytes: int) -> bytes:
-        check_fetch_url(url)
-        # The scheme was checked just above: https, or http on loopback.
-        request = urllib.request.Request(  # noqa: S310
-            url, headers={"Accept": "application/json", "User-Agent": "authsvc"}
-        )
-        opener = self._loopback if is_loopback_url(url) else self._opener
-        deadline = time.monotonic() + timeout
-        try:
-            with opener.open(request, timeout=timeout) as response:
-                return _read_body(response, url, deadline, max_bytes)
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            if 300 <= exc.code < 400:
-                where = exc.headers.get("Location", "?") if exc.headers else "?"
-                raise FetchError(
-                    f"{url}: redirect (HTTP {exc.code} to {where!r}) refused"
-                ) from exc
-            raise FetchError(f"{url}: HTTP {exc.code}") from exc
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            raise FetchError(f"{url}: {reason or type(exc).__name__}") from exc
-
-
-def _read_body(
-    response: http.client.HTTPResponse, url: str, deadline: float, max_bytes: int
-) -> bytes:
-    if response.status != 200:
-        raise FetchError(f"{url}: HTTP {response.status} (only 200 is accepted)")
-    content_type = response.headers.get("Content-Type")
-    if content_type is not None:
-        media = content_type.partition(";")[0].strip().lower()
-        if not media.endswith("json"):
-            raise FetchError(f"{url}: Content-Type {media!r} is not JSON")
-    length = response.headers.get("Content-Length")
-    if length is not None and length.isdigit() and int(length) > max_bytes:
-        raise FetchError(f"{url}: {length} bytes is over the {max_bytes}-byte cap")
-    chunks: list[bytes] = []
-    size = 0
-    while size <= max_bytes:
-        if time.monotonic() > deadline:
-            raise FetchError(f"{url}: the body took longer than the timeout")
-        chunk = response.read1(max_bytes + 1 - size)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        size += len(chunk)
-    raise FetchError(f"{url}: the body is over the {max_bytes}-byte cap")
-
-
-# -- key sets ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Jwk:
-    kid: str | None
-    kty: str
-    crv: str | None
-    alg: str | None
-    key: PublicKey
-
-    def fits(self, alg: str) -> bool:
-        if self.alg is not None and self.alg != alg:
-            return False
-        if self.kty == "RSA":
-            return alg in _RSA_ALGORITHMS
-        if self.kty == "EC":
-            return self.crv is not None and _EC_CURVES[self.crv][0] == alg
-        return self.kty == "OKP" and alg == "EdDSA"
-
-
-@dataclass(frozen=True, slots=True)
-class _KeySet:
-    keys: tuple[_Jwk, ...]
-    fetched_at: int
-
-    def select(self, kid: str | None, alg: str) -> PublicKey | None:
-        fitting = [k for k in self.keys if k.fits(alg) and (kid is None or k.kid == kid)]
-        if len(fitting) > 1:
-            named = f"kid {kid!r}" if kid is not None else "no kid"
-            raise AmbiguousKey(f"the token names {named} and {len(fitting)} {alg} keys fit")
-        return fitting[0].key if fitting else None
-
-
-def _parse_jwk(entry: object) -> _Jwk | None:
-    """One JWKS entry, or None when it is malformed or not a public signing key."""
-    if not isinstance(entry, dict) or _SECRET_MEMBERS & entry.keys():
-        return None
-    kty, kid, alg, use = (entry.get(n) for n in ("kty", "kid", "alg", "use"))
-    ops, crv = entry.get("key_ops"), entry.get("crv")
-    if not (kid is None or isinstance(kid, str)) or not (alg is None or isinstance(alg, str)):
-        return None
-    if use is not None and use != "sig":
-        return None
-    if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
-        return None
-    if alg is not None and alg not in SUPPORTED_ALGORITHMS:
-        return None
-    try:
-        key = _public_key(entry, kty, crv)
-    except (ValueError, TypeError):
-        return None
-    if key is None:
-        return None
-    return _Jwk(kid, str(kty), crv if isinstance(crv, str) else None, alg, key)
-
-
-def _member(entry: dict[str, object], name: str) -> bytes:
-    value = entry.get(name)
-    if not isinstance(value, str):
-        raise ValueError(f"member {name!r} is missing")
-    return b64url_decode(value)
-
-
-def _public_key(entry: dict[str, object], kty: object, crv: object) -> PublicKey | None:
-    if kty == "RSA":
-        n = int.from_bytes(_member(entry, "n"), "big")
-        e = int.from_bytes(_member(entry, "e"), "big")
-        if n.bit_length() < _MIN_RSA_BITS:
-            return None
-        return rsa.RSAPublicNumbers(e, n).public_key()
-    if kty == "EC" and isinstance(crv, str) and crv in _EC_CURVES:
-        _, curve, size = _EC_CURVES[crv]
-        x, y = _member(entry, "x"), _member(entry, "y")
-        if len(x) != size or len(y) != size:
-            return None
-        numbers = ec.EllipticCurvePublicNumbers(
-            int.from_bytes(x, "big"), int.from_bytes(y, "big"), curve
-        )
-        return numbers.public_key()  # raises ValueError for a point off the curve
-    if kty == "OKP" and crv == "Ed25519":
-        return ed25519.Ed25519PublicKey.from_public_bytes(_member(entry, "x"))
-    if kty == "OKP" and crv == "Ed448":
-        return ed448.Ed448PublicKey.from_public_bytes(_member(entry, "x"))
-    return None
-
-
-def _parse_jwks(body: bytes, url: str, now: int) -> _KeySet:
-    try:
-        document = loads_strict(body)
-    except ValueError as exc:
-        raise FetchError(f"{url}: not a JSON document ({exc})") from exc
-    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        raise FetchError(f"{url}: not a JWKS (a JSON object with a 'keys' list)")
-    entries: list[object] = document["keys"]
-    keys = tuple(k for k in map(_parse_jwk, entries) if k is not None)
-    if not keys:
-        raise FetchError(f"{url}: none of its {len(entries)} keys is a usable public key")
-    if len(keys) < len(entries):
-        log.info("%s: ignored %d unusable keys", url, len(entries) - len(keys))
-    return _KeySet(keys, now)
 
 
 # -- the cache -----------------------------------------------------------------------
@@ -410,7 +152,7 @@ class IssuerKeys:
         # Single flight: one thread fetches at a time. Readers never take it.
         self._fetch_lock = threading.Lock()
         self._lock = threading.Lock()  # guards the fields below
-        self._keys: _KeySet | None = None
+        self._keys: KeySet | None = None
         self._last_error: str | None = None
         self._retry_at = 0  # after a failure: no fetch before this
         self._refresh_gate = 0  # no kid-miss refetch before this
@@ -482,7 +224,7 @@ class IssuerKeys:
                     del self._misses[next(iter(self._misses))]
             self._misses.setdefault((kid, alg), now + self._cooldown)
 
-    def _current(self, now: int) -> tuple[_KeySet | None, bool]:
+    def _current(self, now: int) -> tuple[KeySet | None, bool]:
         """The set to use, fetching it first if there is none or it is past its TTL.
 
         The flag says whether this call fetched (then a kid miss does not refetch).
@@ -505,7 +247,7 @@ class IssuerKeys:
         finally:
             self._fetch_lock.release()
 
-    def _refetch_for_miss(self, now: int, seen: _KeySet) -> _KeySet | None:
+    def _refetch_for_miss(self, now: int, seen: KeySet) -> KeySet | None:
         """The new set if this worker may refetch for an unknown kid now, else None."""
         with self._lock:
             if now < max(self._refresh_gate, self._retry_at):
@@ -527,7 +269,7 @@ class IssuerKeys:
         """Fetch (discovering first if need be); called with the fetch lock held."""
         try:
             url = self._jwks_uri or self._discover()
-            keys = _parse_jwks(
+            keys = parse_jwks(
                 self._fetcher.get(url, timeout=self._timeout, max_bytes=self._max_bytes),
                 url,
                 now,

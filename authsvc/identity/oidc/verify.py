@@ -43,19 +43,9 @@ from typing import Final
 from jwt.algorithms import Algorithm, get_default_algorithms
 
 from authsvc.errors import InvalidCredentials, ServiceUnavailable
-from authsvc.identity.oidc.keys import (
-    MAX_KID_LENGTH,
-    SUPPORTED_ALGORITHMS,
-    AmbiguousKey,
-    FetchError,
-    IssuerKeys,
-    KeysUnavailable,
-    PublicKey,
-    UnknownKey,
-    b64url_decode,
-    check_fetch_url,
-    loads_strict,
-)
+from authsvc.identity.oidc.fetch import FetchError, b64url_decode, check_fetch_url, loads_strict
+from authsvc.identity.oidc.jwk import SUPPORTED_ALGORITHMS, AmbiguousKey, PublicKey, UnknownKey
+from authsvc.identity.oidc.keys import MAX_KID_LENGTH, IssuerKeys, KeysUnavailable
 from authsvc.identity.oidc.settings import OidcIssuerSettings
 
 __all__ = [
@@ -358,7 +348,7 @@ class OidcVerifier:
 def _signature_verifies(alg: str, parsed: _Parsed, key: PublicKey) -> bool:
     try:
         return _ALGORITHMS[alg].verify(parsed.signing_input, key, parsed.signature)
-    except (ValueError, TypeError):  # a key that does not fit alg (keys.py filters them)
+    except (ValueError, TypeError):  # a key that does not fit alg (jwk.py filters them)
         return False
 
 
