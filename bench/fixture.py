@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -27,6 +27,9 @@ from bench.processes import (
     http_request,
     run_cli,
 )
+
+if TYPE_CHECKING:
+    from bench.oidc_issuer import BenchIssuers
 
 SERVICE = "registry.bench"
 ISSUER = "authsvc-bench"
@@ -41,6 +44,8 @@ USER_PATH = f"/token?service={SERVICE}&scope=repository:bench/app:pull,push"
 OFFLINE_PATH = (
     f"/token?service={SERVICE}&scope=repository:bench/app:pull&offline_token=true&client_id=bench"
 )
+#: Cases e, f, g: a CI job's pull,push, the OIDC token sent as the Basic-auth password.
+OIDC_PATH = f"/token?service={SERVICE}&scope=repository:ci/acme/app/cache:pull,push"
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,17 @@ class Fixture:
         raw = f"{USER}:{self.password}".encode()
         return "Basic " + base64.b64encode(raw).decode("ascii")
 
-    def config(self, store: str, storage: str, *, cache_ttl: int) -> Path:
+    def config(
+        self,
+        store: str,
+        storage: str,
+        *,
+        cache_ttl: int,
+        oidc: BenchIssuers | None = None,
+        oidc_max_age: int = 3600,
+    ) -> Path:
+        """``oidc``: also trust its two issuers (``identities.oidc``, rule ``bench-ci``),
+        accepting their tokens up to ``oidc_max_age`` seconds old."""
         data: dict[str, Any] = {
             "issuer": ISSUER,
             "services": [SERVICE],
@@ -80,6 +95,9 @@ class Fixture:
                 },
             ],
         }
+        if oidc is not None:
+            data["identities"]["oidc"] = oidc.identities(oidc_max_age)
+            data["rules"].append(oidc.rule())
         path = self.tmp / f"config-{store}-{'cache' if cache_ttl else 'nocache'}.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
         return path
@@ -190,6 +208,23 @@ def fetch_refresh_token(server: Server, fixture: Fixture) -> str:
     if not isinstance(token, str) or not token:
         raise BenchError(f"no refresh_token in the offline_token answer: {body[:300]!r}")
     return token
+
+
+def check_oidc_login(server: Server, authorization: str, *, what: str) -> None:
+    """``GET OIDC_PATH`` with this token as the password is granted pull and push (a
+    token whose rule did not match would get 200 with no access: not the case measured).
+    The first use claims the token's jti, so a reused token is a reuse from then on."""
+    import jwt
+
+    status, body = http_request(server.port, OIDC_PATH, headers={"Authorization": authorization})
+    if status != 200:
+        raise BenchError(f"{server.name}: {what} answered {status} to {OIDC_PATH}: "
+                         f"{body[:300]!r}")
+    claims = jwt.decode(json.loads(body)["token"], options={"verify_signature": False})
+    actions = sorted(a for grant in claims.get("access", []) for a in grant.get("actions", []))
+    if actions != ["pull", "push"]:
+        raise BenchError(f"{server.name}: {what} was granted {claims.get('access')!r}, "
+                         "expected pull and push on ci/acme/app/cache")
 
 
 def check_floor_token(floor: Server, authsvc: Server) -> None:

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from bench.processes import BENCH_DIR, BenchError, Server
 
 LUA_SCRIPT = BENCH_DIR / "token.lua"
 SETTLE_SECONDS = 1.0
+
+
+class AuthorizationPool(Protocol):
+    """Single-use Authorization values: a new file of them for every wrk run."""
+
+    def write(self, seconds: int) -> tuple[Path, int]:
+        """A file of values (one a line) enough for ``seconds``: its path and count."""
+        ...
+
+    def observe(self, rate: float) -> None:
+        """The rate a run reached (to size the next files)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -24,6 +39,9 @@ class Load:
     method: str = "GET"
     authorization: str | None = None
     body: str | None = None
+    #: Each request takes the next Authorization value from a file this pool writes
+    #: (instead of ``authorization``); none is sent twice unless the file runs out.
+    pool: AuthorizationPool | None = None
 
 
 @dataclass(frozen=True)
@@ -43,10 +61,14 @@ class Measurement:
     duration: int
     #: CPU (user + system) the server's processes used during the measured run.
     cpu_seconds: float = 0.0
+    #: With a pool: the values in its file, and the requests sent after it ran out
+    #: (they re-sent used values, so they are counted as errors).
+    pool_size: int = 0
+    pool_wrapped: int = 0
 
     @property
     def errors(self) -> int:
-        return self.non200 + self.socket_errors
+        return self.non200 + self.socket_errors + self.pool_wrapped
 
     @property
     def cpu_us_per_token(self) -> float | None:
@@ -95,15 +117,26 @@ def run_wrk(
     env["BENCH_METHOD"] = load.method
     env["BENCH_AUTHORIZATION"] = load.authorization or ""
     env["BENCH_BODY"] = load.body or ""
-    cpu_before = group_cpu_seconds(cpu_of) if cpu_of is not None else 0.0
+    env["BENCH_THREADS"] = str(threads)
+    pool_file: Path | None = None
+    pool_size = 0
+    if load.pool is not None:
+        pool_file, pool_size = load.pool.write(load.duration)
+    env["BENCH_AUTHORIZATION_FILE"] = str(pool_file or "")
     try:
-        result = subprocess.run(
-            argv, capture_output=True, text=True, env=env, check=False,
-            timeout=load.duration + 60,
-        )
-        cpu = group_cpu_seconds(cpu_of) - cpu_before if cpu_of is not None else 0.0
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"wrk did not finish: {' '.join(argv)}") from exc
+        cpu_before = group_cpu_seconds(cpu_of) if cpu_of is not None else 0.0
+        try:
+            result = subprocess.run(
+                argv, capture_output=True, text=True, env=env, check=False,
+                timeout=load.duration + 60,
+            )
+            cpu = group_cpu_seconds(cpu_of) - cpu_before if cpu_of is not None else 0.0
+        except subprocess.TimeoutExpired as exc:
+            raise BenchError(f"wrk did not finish: {' '.join(argv)}") from exc
+    finally:
+        if pool_file is not None:
+            with contextlib.suppress(OSError):
+                pool_file.unlink()
     if result.returncode != 0:
         raise BenchError(f"wrk failed ({result.returncode}): {' '.join(argv)}\n"
                          f"{result.stderr.strip()}\n{result.stdout.strip()}")
@@ -113,7 +146,12 @@ def run_wrk(
             _, key, *rest = line.split(" ", 2)
             values[key] = rest[0] if rest else ""
     try:
-        return Measurement(
+        wrapped = int(values.get("pool_wrapped", "0"))
+        first_bad = values.get("first_bad", "")
+        if wrapped and not first_bad:
+            first_bad = (f"token pool of {pool_size} ran out: {wrapped} requests re-sent a "
+                         "used token")
+        measurement = Measurement(
             requests=int(values["requests"]),
             seconds=int(values["duration_us"]) / 1e6,
             non200=int(values["non200"]),
@@ -124,13 +162,18 @@ def run_wrk(
             p99_ms=int(values["p99_us"]) / 1000,
             mean_ms=int(values["mean_us"]) / 1000,
             max_ms=int(values["max_us"]) / 1000,
-            first_bad=values.get("first_bad", ""),
+            first_bad=first_bad,
             connections=load.connections,
             duration=load.duration,
             cpu_seconds=round(cpu, 3),
+            pool_size=pool_size,
+            pool_wrapped=wrapped,
         )
     except (KeyError, ValueError) as exc:
         raise BenchError(f"unexpected wrk output:\n{result.stdout}\n{result.stderr}") from exc
+    if load.pool is not None:
+        load.pool.observe(measurement.rate)
+    return measurement
 
 
 @dataclass(frozen=True)
@@ -147,8 +190,7 @@ class Options:
 
 def measure(server: Server, load: Load, options: Options, *, label: str) -> Measurement:
     if options.warmup > 0:
-        warm = Load(load.path, options.warmup, load.connections, load.method,
-                    load.authorization, load.body)
+        warm = dataclasses.replace(load, duration=options.warmup)
         run_wrk(server.port, warm, wrk=options.wrk, wrk_threads=options.wrk_threads)
         time.sleep(SETTLE_SECONDS / 2)
     result = run_wrk(server.port, load, wrk=options.wrk, wrk_threads=options.wrk_threads,

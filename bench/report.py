@@ -17,6 +17,14 @@ from bench.load import Measurement, Options
 
 #: Minimum tokens/s ratio to the floor, per store.
 TARGETS: Mapping[str, float] = {"memory": 0.7, "redis": 0.6}
+#: Cases measured and compared with the floor but with no target (verdict "info").
+INFORMATIONAL = frozenset({"g-oidc-fresh"})
+#: The OIDC cases, and what each adds to an anonymous request.
+OIDC_CASES: Mapping[str, str] = {
+    "e-oidc-rs256": "one RS256 signature check + the verified-credential cache",
+    "f-oidc-es256": "one ES256 signature check + the verified-credential cache",
+    "g-oidc-fresh": "one ES256 signature check + the jti claim, a store round trip",
+}
 #: A run whose slowest request took this long (and 10x its median) is called a stall.
 STALL_MS = 250.0
 
@@ -67,6 +75,11 @@ class StoreResult:
     #: Floor runs: before the first round and after each round.
     floors: list[Measurement] = field(default_factory=list)
     cases: list[CaseResult] = field(default_factory=list)
+    #: JWKS documents the OIDC issuers served while this store's servers ran.
+    jwks_fetches: int = 0
+    #: Tokens minted for case g (each sent once), and the reused tokens' lifetime (s).
+    fresh_tokens: int = 0
+    oidc_lifetime: int = 0
 
     @property
     def floor_mean(self) -> float:
@@ -143,6 +156,40 @@ def format_table(outcomes: Sequence[StoreResult]) -> str:
     return "\n".join(out)
 
 
+def _signed(value: float) -> str:
+    return f"{value:+.0f}"
+
+
+def oidc_costs(outcome: StoreResult) -> str | None:
+    """What a token as the password costs per token over a-anonymous: CPU (the cpu
+    us/tok column) and server time (1e6 / tokens/s), for each OIDC case."""
+    by_case = {r.case: r for r in outcome.cases}
+    anonymous = by_case.get("a-anonymous")
+    if anonymous is None or anonymous.cpu_us_per_token is None or anonymous.rate <= 0:
+        return None
+    parts = []
+    for case, what in OIDC_CASES.items():
+        r = by_case.get(case)
+        if r is None or r.cpu_us_per_token is None or r.rate <= 0 or r.errors:
+            continue
+        cpu = r.cpu_us_per_token - anonymous.cpu_us_per_token
+        wall = 1e6 / r.rate - 1e6 / anonymous.rate
+        parts.append(f"{case} {_signed(cpu)} us CPU, {_signed(wall)} us of server time "
+                     f"({what})")
+    if not parts:
+        return None
+    text = (f"{outcome.store}: cost of an OIDC token as the password, per token over "
+            f"a-anonymous ({anonymous.cpu_us_per_token:.0f} us CPU, "
+            f"{1e6 / anonymous.rate:.0f} us of server time): " + "; ".join(parts))
+    fresh, reused = by_case.get("g-oidc-fresh"), by_case.get("f-oidc-es256")
+    if (fresh and reused and fresh.cpu_us_per_token and reused.cpu_us_per_token
+            and fresh.rate > 0 and reused.rate > 0 and not fresh.errors and not reused.errors):
+        text += (f". The jti claim itself (g - f, same algorithm): "
+                 f"{_signed(fresh.cpu_us_per_token - reused.cpu_us_per_token)} us CPU, "
+                 f"{_signed(1e6 / fresh.rate - 1e6 / reused.rate)} us of server time")
+    return text + "."
+
+
 def notes(outcomes: Sequence[StoreResult], options: Options) -> list[str]:
     if options.rounds == 1:
         ratio = "ratio = tokens/s / mean of the floor runs before and after the cases"
@@ -161,6 +208,15 @@ def notes(outcomes: Sequence[StoreResult], options: Options) -> list[str]:
         f"c-basic-nocache ran once, {options.nocache_duration} s x "
         f"{options.nocache_connections} connections: each request is one bcrypt (cost 12) "
         "check, so it is CPU-bound at a few requests/s; few samples, rough percentiles.",
+        "e/f: one OIDC token (GitHub-Actions-shaped, from a local issuer) re-sent as the "
+        "Basic password on every request, as docker/skopeo do: each request verifies its "
+        "signature, then finds it in the verified-credential cache (no store trip). g: a "
+        "never-used token every request (a new jti), from a pool minted before each run: "
+        "signature check + the jti claim in the store; it has no target (info): a CI job "
+        "pays it once per token. Cost = the case's figure minus a-anonymous's; CPU is "
+        "the server's only (a Redis round trip's wait and redis-server's work are not "
+        "CPU of the server: they show in the server time, 1e6 / tokens/s, which also "
+        "moves with the noise).",
     ]
     for outcome in outcomes:
         by_case = {r.case: r for r in outcome.cases}
@@ -169,6 +225,18 @@ def notes(outcomes: Sequence[StoreResult], options: Options) -> list[str]:
             out.append(f"{outcome.store}: the credential cache makes Basic-auth requests "
                        f"{cached.rate / uncached.rate:.0f}x faster "
                        f"({cached.rate:.0f} vs {uncached.rate:.1f} tokens/s).")
+        if (cost := oidc_costs(outcome)) is not None:
+            out.append(cost)
+        if outcome.fresh_tokens or outcome.jwks_fetches:
+            expected = 2 * outcome.workers
+            out.append(f"{outcome.store}: the issuers served their JWKS "
+                       f"{outcome.jwks_fetches} times (expected {expected}: each worker "
+                       "fetches each issuer's key set once, at its first token from it, "
+                       "in the checks or a warm-up, then caches it"
+                       + ("" if outcome.jwks_fetches <= expected
+                          else "; more: a refetch, e.g. past jwks_ttl, 900 s")
+                       + f"); {outcome.fresh_tokens} tokens minted for g-oidc-fresh, each "
+                       f"sent once; e/f's tokens live {outcome.oidc_lifetime} s.")
         if outcome.floor_drift > 0.15:
             out.append(f"{outcome.store}: WARNING the floor runs differ by "
                        f"{outcome.floor_drift:.0%} of their mean: the machine was noisy, "
@@ -224,6 +292,12 @@ def write_json(path: Path, outcomes: Sequence[StoreResult], options: Options,
                 "workers": o.workers,
                 "threads": THREADS,
                 "target": TARGETS[o.store],
+                "oidc": {
+                    "jwks_fetches": o.jwks_fetches,
+                    "fresh_tokens": o.fresh_tokens,
+                    "reused_token_lifetime": o.oidc_lifetime,
+                    "cost_over_anonymous": oidc_costs(o),
+                },
                 "floor": {
                     "runs": [measurement(m) for m in o.floors],
                     "mean_tokens_per_s": round(o.floor_mean, 2),

@@ -11,11 +11,14 @@ same workers and threads):
 * authsvc with the credential cache off (``ttl: 0``), otherwise the same configuration;
 
 then measures, in this order: the floor, (a) anonymous pull, (b) Basic auth with the
-cache warm, (d) refresh-token POST, (c) Basic auth with the cache off, the floor again.
+cache warm, (d) refresh-token POST, (e) an RS256 OIDC token as the Basic-auth password,
+re-sent, (f) the same with ES256, (g) a new ES256 OIDC token every request, (c) Basic
+auth with the cache off, the floor again. The OIDC issuers (``bench/oidc_issuer.py``)
+run on 127.0.0.1 in this process for the whole run.
 Each case is reported as tokens/s, p50/p99 latency, errors and its ratio to the mean of
-the two floor runs (with ``--rounds N``, cases a, b, d are repeated N times, each round
-between two floor runs, and medians are reported). Only ratios within one run mean
-anything on a shared machine.
+the two floor runs (with ``--rounds N``, cases a, b, d, e, f, g are repeated N times,
+each round between two floor runs, and medians are reported). Only ratios within one
+run mean anything on a shared machine.
 Results also go to ``bench/results.json``. See ``bench/README.md``.
 """
 
@@ -36,11 +39,13 @@ if _REPO not in sys.path:
 
 from bench.fixture import (  # noqa: E402
     ANON_PATH,
+    OIDC_PATH,
     SERVICE,
     THREADS,
     USER_PATH,
     Fixture,
     check_floor_token,
+    check_oidc_login,
     ensure_redis,
     fetch_refresh_token,
     make_fixture,
@@ -49,6 +54,7 @@ from bench.fixture import (  # noqa: E402
     start_floor,
 )
 from bench.load import Load, Options, measure  # noqa: E402
+from bench.oidc_issuer import MIN_REUSE_LIFETIME, BenchIssuers, TokenPool  # noqa: E402
 from bench.processes import (  # noqa: E402
     BENCH_DIR,
     BenchError,
@@ -58,6 +64,7 @@ from bench.processes import (  # noqa: E402
     wait_ready,
 )
 from bench.report import (  # noqa: E402
+    INFORMATIONAL,
     TARGETS,
     CaseResult,
     StoreResult,
@@ -69,16 +76,36 @@ from bench.report import (  # noqa: E402
 DEFAULT_OUTPUT = BENCH_DIR / "results.json"
 WORKERS: Mapping[str, int] = {"memory": 1, "redis": 2}
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: Most seconds an OIDC token may be old (authsvc's max_token_age and max_lifetime).
+MAX_OIDC_AGE = 7 * 86400
+
+
+def oidc_lifetime(options: Options) -> int:
+    """Seconds the reused OIDC tokens (cases e, f) live: twice a generous estimate of
+    one store's run (they are minted when it starts), at least an hour."""
+    per_run = options.warmup + options.duration + 5  # settling, wrk start, pool minting
+    estimate = (options.rounds * 7 + 1) * per_run + options.warmup + options.nocache_duration
+    return min(MAX_OIDC_AGE, max(MIN_REUSE_LIFETIME, 2 * estimate))
 
 
 def run_store(
-    store: str, storage: str, fixture: Fixture, processes: Processes, options: Options
+    store: str,
+    storage: str,
+    fixture: Fixture,
+    processes: Processes,
+    options: Options,
+    issuers: BenchIssuers,
 ) -> StoreResult:
     workers = WORKERS[store]
     print(f"\n== store {store} ({storage}), gunicorn gthread --workers {workers} "
           f"--threads {THREADS}", flush=True)
-    cached_config = fixture.config(store, storage, cache_ttl=60)
-    nocache_config = fixture.config(store, storage, cache_ttl=0)
+    lifetime = oidc_lifetime(options)
+    cached_config = fixture.config(store, storage, cache_ttl=60, oidc=issuers,
+                                   oidc_max_age=lifetime)
+    nocache_config = fixture.config(store, storage, cache_ttl=0, oidc=issuers,
+                                    oidc_max_age=lifetime)
+    jwks_before = issuers.jwks_fetches
+    pool = TokenPool(issuers, "ES256", fixture.tmp)
     floor = start_floor(processes, fixture, name=f"floor-{store}", workers=workers)
     cached = start_authsvc(processes, cached_config, name=f"authsvc-{store}-cache",
                            workers=workers, log_dir=fixture.tmp)
@@ -90,6 +117,14 @@ def run_store(
             wait_ready(server.process, server.port)
         check_floor_token(floor, cached)
         refresh_token = fetch_refresh_token(cached, fixture)
+        # The tokens e and f re-send; their first use (here) claims their jti and, in
+        # that worker, fetches the issuer's JWKS (the warm-up reaches the other worker).
+        rs256 = issuers.basic(issuers.mint("RS256", lifetime=lifetime))
+        es256 = issuers.basic(issuers.mint("ES256", lifetime=lifetime))
+        check_oidc_login(cached, rs256, what="an RS256 OIDC token")
+        check_oidc_login(cached, es256, what="an ES256 OIDC token")
+        check_oidc_login(cached, issuers.basic(issuers.mint("ES256", lifetime=300)),
+                         what="a new ES256 OIDC token")
         basic = fixture.basic_auth
         full = (options.duration, options.connections)
         floor_load = Load(ANON_PATH, *full)
@@ -102,6 +137,12 @@ def run_store(
                  "grant_type": "refresh_token", "refresh_token": refresh_token,
                  "client_id": "bench", "service": SERVICE,
                  "scope": "repository:bench/app:pull"}))),
+            ("e-oidc-rs256", "RS256 OIDC token as Basic password, re-sent (signature + "
+             "credential cache)", cached, Load(OIDC_PATH, *full, authorization=rs256)),
+            ("f-oidc-es256", "ES256 OIDC token as Basic password, re-sent (signature + "
+             "credential cache)", cached, Load(OIDC_PATH, *full, authorization=es256)),
+            ("g-oidc-fresh", "a new ES256 OIDC token every request (signature + jti claim "
+             "in the store)", cached, Load(OIDC_PATH, *full, pool=pool)),
             ("c-basic-nocache", "Basic auth, credential cache OFF (bcrypt 12 each)", nocache,
              Load(USER_PATH, options.nocache_duration, options.nocache_connections,
                   authorization=basic)),
@@ -109,9 +150,10 @@ def run_store(
         outcome = StoreResult(store, storage, workers)
         results = {case: CaseResult(case, store, description)
                    for case, description, _, _ in cases}
-        # floor, a, b, d, floor, a, b, d, ..., c, floor: every round sits between two
-        # floor runs; the cache-disabled case runs once, in the last round.
+        # floor, a, b, d, e, f, g, floor, a, ..., g, c, floor: every round sits between
+        # two floor runs; the cache-disabled case runs once, in the last round.
         outcome.floors.append(measure(floor, floor_load, options, label="floor (before)"))
+        pool.observe(outcome.floors[0].rate)  # sizes case g's token files
         for index in range(options.rounds):
             last = index == options.rounds - 1
             tag = f" [round {index + 1}/{options.rounds}]" if options.rounds > 1 else ""
@@ -126,6 +168,9 @@ def run_store(
                 if len(result.runs) > len(result.ratios) and around > 0:
                     result.ratios.append(result.runs[-1].rate / around)
         outcome.cases = list(results.values())
+        outcome.jwks_fetches = issuers.jwks_fetches - jwks_before
+        outcome.fresh_tokens = pool.minted
+        outcome.oidc_lifetime = lifetime
     finally:
         for server in (nocache, cached, floor):
             processes.stop(server.process)
@@ -141,6 +186,8 @@ def run_store(
             result.verdict = "ERRORS"
         elif result.case.startswith("c-"):
             result.verdict = "n/a (cache off)"
+        elif result.case in INFORMATIONAL:
+            result.verdict = "info"
         else:
             result.target = target
             result.verdict = "PASS" if (result.ratio or 0) >= target else "BELOW"
@@ -161,8 +208,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--nocache-connections", type=int, default=4,
                         help="connections for the cache-disabled case (default 4)")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="repeat cases a, b, d this many times, each round between two "
-                             "floor runs, and report medians (default 1)")
+                        help="repeat cases a, b, d, e, f, g this many times, each round "
+                             "between two floor runs, and report medians (default 1)")
     parser.add_argument("--warmup", type=int, default=2,
                         help="unmeasured seconds of the same load before each case (default 2)")
     parser.add_argument("--wrk-threads", type=int, default=1,
@@ -206,15 +253,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="authsvc-bench-"))
     outcomes: list[StoreResult] = []
     try:
-        with sigterm_as_interrupt():
+        # The OIDC issuers are a thread of this process: up until every server is stopped.
+        with sigterm_as_interrupt(), BenchIssuers() as issuers:
             print(f"temp dir {tmp}; {os.cpu_count()} CPUs, load average "
                   f"{' '.join(f'{x:.2f}' for x in load_before)}")
+            print(f"oidc: issuers {issuers.url('RS256')} and {issuers.url('ES256')}")
             fixture = make_fixture(tmp)
-            for store in stores:
-                storage = "memory://"
-                if store == "redis":
-                    storage = ensure_redis(processes, tmp, args.redis_url)
-                outcomes.append(run_store(store, storage, fixture, processes, options))
+            try:
+                for store in stores:
+                    storage = "memory://"
+                    if store == "redis":
+                        storage = ensure_redis(processes, tmp, args.redis_url)
+                    outcomes.append(run_store(store, storage, fixture, processes, options,
+                                              issuers))
+            finally:
+                processes.stop_all()
     except KeyboardInterrupt:
         print("\nbench: interrupted; stopping every process it started", file=sys.stderr)
         return 130
