@@ -91,5 +91,9 @@ class VerifiedCache:
             while len(self._entries) > max_entries:
                 self._entries.popitem(last=False)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
     def __len__(self) -> int:
         return len(self._entries)

@@ -16,8 +16,9 @@ until the token's ``exp`` plus leeway, recording the SHA-256 of the token string
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import cast
 
 from authsvc.errors import InvalidCredentials
@@ -45,6 +46,7 @@ class IssuerPolicy:
     session_ttl: int
     token_ttl: int
     leeway: int
+    max_token_age: int
 
 
 @dataclass(frozen=True)
@@ -95,10 +97,10 @@ class OidcAuthenticator:
     def authenticate_password(self, token: str, *, now: int) -> OidcLogin:
         """A token sent as a password: verified and claimed once, then reusable as is."""
         cache_key = self._cache.key("oidc", token)
-        cached = self._cache.get(cache_key)
+        remembered = self._recall(cache_key)
+        if remembered is not None:
+            return self._login(remembered[0], remembered[1], reuse=True)
         verified, issuer = self._verify(token, now)
-        if cached is not None and issuer.password_reuse and cached == verified.provider:
-            return self._login(verified, issuer, reuse=True)
         holder = self._claim(verified, issuer, token)
         if holder is None:
             self._remember(cache_key, verified, now)
@@ -142,7 +144,24 @@ class OidcAuthenticator:
         )
 
     def _remember(self, cache_key: bytes, verified: VerifiedToken, now: int) -> None:
-        self._cache.put(cache_key, verified.provider, deadline_in=verified.expires_at - now)
+        """Keep this exact string's verified claims until it expires or grows too old,
+        so a client re-sending it costs neither a signature check nor a store trip."""
+        issuer = self._issuers[verified.provider]
+        if not issuer.password_reuse:
+            return
+        valid_until = min(verified.expires_at, verified.issued_at + issuer.max_token_age)
+        self._cache.put(cache_key, json.dumps(asdict(verified)), deadline_in=valid_until - now)
+
+    def _recall(self, cache_key: bytes) -> tuple[VerifiedToken, IssuerPolicy] | None:
+        binding = self._cache.get(cache_key)
+        if binding is None:
+            return None
+        verified = VerifiedToken(**json.loads(binding))
+        issuer = self._issuers.get(verified.provider)
+        if issuer is None or not issuer.password_reuse:  # reconfigured since
+            self._cache.discard(cache_key)
+            return None
+        return verified, issuer
 
     def _login(self, verified: VerifiedToken, issuer: IssuerPolicy, *, reuse: bool) -> OidcLogin:
         claims = flatten_claims(verified.claims, PRESETS[issuer.preset])

@@ -61,5 +61,6 @@ def build_oidc(
             username_claim=issuer.username_claim, groups_claim=issuer.groups_claim,
             require_jti=bool(issuer.require_jti), password_reuse=issuer.password_reuse,
             session_ttl=issuer.session_ttl, token_ttl=issuer.token_ttl, leeway=issuer.leeway,
+            max_token_age=issuer.max_token_age,
         )
     return OidcAuthenticator(OidcVerifier(configs), policies, store=store, cache=cache), kept
