@@ -23,10 +23,13 @@ from flask import Flask
 from authsvc.audit import AuditLog, StreamAuditLog, new_event_id
 from authsvc.config import Settings, load_settings
 from authsvc.errors import ConfigError, KeyRingError, StoreUnavailable
+from authsvc.identity.aws.authenticator import AwsAuthenticator
+from authsvc.identity.aws.settings import PROVIDER as AWS_PROVIDER
+from authsvc.identity.aws.sts import StsClient
 from authsvc.identity.cache import VerifiedCache
 from authsvc.identity.oidc.authenticator import OidcAuthenticator
 from authsvc.identity.oidc.build import KeyCaches, build_oidc
-from authsvc.identity.oidc.keys import Fetcher, UrllibFetcher
+from authsvc.identity.oidc.fetch import Fetcher, UrllibFetcher
 from authsvc.identity.sessions import IdentityLookup, Sessions
 from authsvc.identity.static import PROVIDER as STATIC_PROVIDER
 from authsvc.identity.static import StaticUsers
@@ -177,6 +180,13 @@ class Runtime:
         providers: dict[str, IdentityLookup] = {STATIC_PROVIDER: users}
         if oidc is not None:
             providers.update(dict.fromkeys(settings.identities.oidc, oidc))
+        aws = None
+        if settings.identities.aws is not None:
+            aws = AwsAuthenticator(
+                settings.identities.aws, sts=StsClient(settings.identities.aws.sts_url),
+                store=self.store, cache=self.cache,
+            )
+            providers[AWS_PROVIDER] = aws
         return TokenService(
             settings,
             users=users,
@@ -185,6 +195,7 @@ class Runtime:
             audit=self.audit,
             clock=self.clock,
             oidc=oidc,
+            aws=aws,
         )
 
     def _oidc(self, settings: Settings) -> OidcAuthenticator | None:
@@ -210,6 +221,9 @@ class Runtime:
                 )
                 raise
             service = self.build_service(settings)
+            if settings.identities.oidc != self.settings.identities.oidc:
+                # Cached verified tokens were checked under the old issuer settings.
+                self.cache.clear()
             self.cache.reconfigure(
                 ttl=settings.credential_cache.ttl,
                 max_entries=settings.credential_cache.max_entries,

@@ -31,6 +31,8 @@ from pydantic import (
 )
 
 from authsvc.errors import ConfigError
+from authsvc.identity.aws.settings import PROVIDER as AWS_PROVIDER
+from authsvc.identity.aws.settings import AwsSettings, aws_rule_errors, aws_schema
 from authsvc.identity.oidc.presets import PRESETS, resolve_issuer, schema_for
 from authsvc.identity.oidc.rules import rule_errors, scope_errors, with_implicit_conditions
 from authsvc.identity.oidc.settings import OidcIssuerSettings
@@ -63,7 +65,7 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024
 _BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
 _PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-_RESERVED_PROVIDERS = ("static", "anonymous")
+_RESERVED_PROVIDERS = ("static", "anonymous", "aws")
 
 
 class _Model(BaseModel):
@@ -101,6 +103,7 @@ class StaticIdentities(_Model):
 class Identities(_Model):
     static: StaticIdentities = Field(default_factory=StaticIdentities)
     oidc: dict[StrictStr, OidcIssuerSettings] = Field(default_factory=dict)
+    aws: AwsSettings | None = None
 
     @field_validator("oidc")
     @classmethod
@@ -349,10 +352,14 @@ def parse_settings(
     oidc, oidc_problems = _resolve_oidc(settings.identities.oidc)
     schemas = builtin_schemas()
     schemas.update({name: schema_for(name, issuer) for name, issuer in oidc.items()})
+    aws = settings.identities.aws
+    if aws is not None:
+        schemas[AWS_PROVIDER] = aws_schema(aws)
     presets = {name: PRESETS[issuer.preset] for name, issuer in settings.identities.oidc.items()}
     report = lint_rules(settings.rules, schemas)
     for index, rule in enumerate(settings.rules):
         report.errors += scope_errors(rule, index, schemas, presets)
+        report.errors += aws_rule_errors(rule, index) if aws is not None else []
         for provider in rule.match.provider or ():
             if provider in presets:
                 report.errors += rule_errors(rule, index, provider, presets[provider])

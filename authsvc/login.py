@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Challenge", "LoginError", "discover", "exchange", "read_platform_token"]
+__all__ = ["Challenge", "LoginError", "check_url", "discover", "exchange", "read_platform_token"]
 
 TIMEOUT = 10.0
 MAX_BYTES = 64 * 1024
@@ -44,7 +44,7 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirects)
 
 
-def _check_url(url: str, what: str) -> None:
+def check_url(url: str, what: str) -> None:
     parts = urllib.parse.urlsplit(url)
     loopback = (parts.hostname or "") in ("127.0.0.1", "::1", "localhost")
     if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
@@ -64,7 +64,7 @@ def _request(request: urllib.request.Request) -> tuple[int, dict[str, str], byte
 def discover(registry: str) -> Challenge:
     """The realm and service from the registry's ``401 WWW-Authenticate: Bearer`` challenge."""
     base = registry if "://" in registry else f"https://{registry}"
-    _check_url(base, "registry")
+    check_url(base, "registry")
     status, headers, _ = _request(
         urllib.request.Request(base.rstrip("/") + "/v2/")  # noqa: S310 - scheme checked above
     )
@@ -76,7 +76,7 @@ def discover(registry: str) -> Challenge:
     params = dict(_PARAM.findall(challenge))
     if "realm" not in params or "service" not in params:
         raise LoginError(f"the registry's challenge names no realm and service: {challenge!r}")
-    _check_url(params["realm"], "realm")
+    check_url(params["realm"], "realm")
     return Challenge(params["realm"], params["service"])
 
 
@@ -92,7 +92,7 @@ def read_platform_token(source: str, *, audience: str | None) -> str:
             )
         if not audience:
             raise LoginError("--audience is required with --source github")
-        _check_url(url, "ACTIONS_ID_TOKEN_REQUEST_URL")
+        check_url(url, "ACTIONS_ID_TOKEN_REQUEST_URL")
         separator = "&" if "?" in url else "?"
         request = urllib.request.Request(  # noqa: S310 - scheme checked above
             f"{url}{separator}audience={urllib.parse.quote(audience, safe='')}",
@@ -121,17 +121,23 @@ def read_platform_token(source: str, *, audience: str | None) -> str:
     raise LoginError(f"unknown --source {source!r}: use github, env:VAR or file:PATH")
 
 
-def exchange(challenge: Challenge, token: str, *, scopes: list[str]) -> dict[str, object]:
+def exchange(
+    challenge: Challenge,
+    token: str,
+    *,
+    scopes: list[str],
+    subject_token_type: str = "urn:ietf:params:oauth:token-type:id_token",  # noqa: S107
+) -> dict[str, object]:
     """POST the RFC 8693 token exchange; the answer, or a LoginError with authsvc's reason."""
     form = [
         ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
         ("subject_token", token),
-        ("subject_token_type", "urn:ietf:params:oauth:token-type:id_token"),
+        ("subject_token_type", subject_token_type),
         ("service", challenge.service),
         ("client_id", "authsvc-login"),
         *(("scope", s) for s in scopes),
     ]
-    _check_url(challenge.realm, "realm")
+    check_url(challenge.realm, "realm")
     request = urllib.request.Request(  # noqa: S310 - scheme checked above
         challenge.realm,
         data=urllib.parse.urlencode(form).encode(),

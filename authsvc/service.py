@@ -31,7 +31,11 @@ from authsvc.identity import (
     RefreshToken,
     SubjectToken,
 )
-from authsvc.identity.oidc.authenticator import OidcAuthenticator, OidcLogin
+from authsvc.identity.aws.authenticator import USERNAME as AWS_USERNAME
+from authsvc.identity.aws.authenticator import AwsAuthenticator
+from authsvc.identity.aws.proof import SUBJECT_TOKEN_TYPE as AWS_TOKEN_TYPE
+from authsvc.identity.aws.settings import PROVIDER as AWS_PROVIDER
+from authsvc.identity.oidc.authenticator import OidcAuthenticator
 from authsvc.identity.sessions import Sessions
 from authsvc.identity.static import StaticUsers
 from authsvc.policy import Decision, Policy
@@ -93,6 +97,8 @@ class TokenGrant:
     identity: Identity
     decision: Decision
     refresh_token: str | None = field(default=None, repr=False)
+    #: Seconds the session credential stays valid (when one was issued just now).
+    refresh_expires_in: int | None = None
 
     @property
     def scope(self) -> str:
@@ -116,10 +122,12 @@ class TokenService:
         audit: AuditLog,
         clock: Callable[[], float],
         oidc: OidcAuthenticator | None = None,
+        aws: AwsAuthenticator | None = None,
     ) -> None:
         self.settings = settings
         self.policy = Policy(settings.rules)
         self._oidc = oidc
+        self._aws = aws
         self._users = users
         self._sessions = sessions
         self._minter = minter
@@ -163,6 +171,11 @@ class TokenService:
             identity=identity,
             decision=decision,
             refresh_token=refresh,
+            refresh_expires_in=(
+                auth.session_ttl or self.settings.refresh_tokens.ttl
+                if refresh is not None and not isinstance(request.credential, RefreshToken)
+                else None
+            ),
         )
 
     def authenticate_admin(self, credential: Credential) -> Identity:
@@ -189,15 +202,9 @@ class TokenService:
             return Authenticated(ANONYMOUS)
         if isinstance(credential, RefreshToken):
             identity = self._sessions.authenticate(credential.token, now=now)
-            issuer = self._oidc.issuer(identity.provider) if self._oidc else None
-            return Authenticated(identity, token_ttl=issuer.token_ttl if issuer else None)
+            return Authenticated(identity, token_ttl=self._token_ttl(identity.provider))
         if isinstance(credential, SubjectToken):
-            if self._oidc is None:
-                raise InvalidCredentials(
-                    "no OIDC issuer is configured to exchange tokens from",
-                    reason="UNKNOWN_ISSUER",
-                )
-            return self._oidc_login(self._oidc.exchange(credential.token, now=now), session=True)
+            return self._exchange(credential, now)
         if (
             request.account is not None
             and request.account != credential.username
@@ -208,20 +215,53 @@ class TokenService:
                 "Authorization header",
                 reason="ACCOUNT_MISMATCH",
             )
+        if self._aws is not None and credential.username == AWS_USERNAME:
+            aws = self._aws.authenticate_password(credential.password, now=now)
+            return self._proof_login(aws.identity, aws.reuse, session=False)
         if self._oidc is not None and self._oidc.handles(credential.password):
             login = self._oidc.authenticate_password(credential.password, now=now)
-            return self._oidc_login(login, session=False)
+            return self._proof_login(login.identity, login.reuse, session=False)
         return Authenticated(self._users.authenticate(credential.username, credential.password))
 
-    @staticmethod
-    def _oidc_login(login: OidcLogin, *, session: bool) -> Authenticated:
+    def _exchange(self, credential: SubjectToken, now: int) -> Authenticated:
+        """RFC 8693: a one-time proof for a session credential."""
+        if credential.token_type == AWS_TOKEN_TYPE:
+            if self._aws is None:
+                raise InvalidCredentials(
+                    "AWS identities are not configured (identities.aws)", reason="UNKNOWN_ISSUER"
+                )
+            aws = self._aws.exchange(credential.token, now=now)
+            return self._proof_login(aws.identity, aws.reuse, session=True)
+        if self._oidc is None:
+            raise InvalidCredentials(
+                "no OIDC issuer is configured to exchange tokens from", reason="UNKNOWN_ISSUER"
+            )
+        login = self._oidc.exchange(credential.token, now=now)
+        return self._proof_login(login.identity, login.reuse, session=True)
+
+    def _proof_login(self, identity: Identity, reuse: bool, *, session: bool) -> Authenticated:
         return Authenticated(
-            login.identity,
-            reuse=login.reuse,
-            token_ttl=login.issuer.token_ttl,
-            session_ttl=login.issuer.session_ttl,
+            identity,
+            reuse=reuse,
+            token_ttl=self._token_ttl(identity.provider),
+            session_ttl=self._session_ttl(identity.provider),
             session=session,
         )
+
+    def _token_ttl(self, provider: str) -> int | None:
+        """Registry-token lifetime for an identity source's callers (None: the default)."""
+        aws = self.settings.identities.aws
+        if provider == AWS_PROVIDER and aws is not None:
+            return aws.token_ttl
+        issuer = self.settings.identities.oidc.get(provider)
+        return issuer.token_ttl if issuer is not None else None
+
+    def _session_ttl(self, provider: str) -> int | None:
+        aws = self.settings.identities.aws
+        if provider == AWS_PROVIDER and aws is not None:
+            return aws.session_ttl
+        issuer = self.settings.identities.oidc.get(provider)
+        return issuer.session_ttl if issuer is not None else None
 
     def _refresh_token(self, request: TokenRequest, auth: Authenticated, now: int) -> str | None:
         if not (request.offline or auth.session) or auth.identity.anonymous:

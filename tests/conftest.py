@@ -24,7 +24,7 @@ from authsvc.store import Store
 from authsvc.store.memory import MemoryStore
 from authsvc.tokens import KeyRing, generate_key
 
-pytest_plugins = ["tests.redis_server", "tests.oidc_issuer"]
+pytest_plugins = ["tests.redis_server", "tests.oidc_issuer", "tests.aws_sts"]
 
 SERVICE = "registry.test"
 PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret", "admin": "admin-secret"}

@@ -17,6 +17,7 @@ from werkzeug.exceptions import MethodNotAllowed
 
 from authsvc.errors import BadRequest, PayloadTooLarge, UnsupportedGrantType
 from authsvc.identity import Anonymous, Credential, Password, RefreshToken, SubjectToken
+from authsvc.identity.aws.proof import SUBJECT_TOKEN_TYPE as AWS_TOKEN_TYPE
 from authsvc.service import TokenGrant, TokenRequest
 
 __all__ = ["MAX_BODY_BYTES", "bp", "parse_basic_auth", "read_body"]
@@ -31,10 +32,12 @@ TOKEN_USERNAME = "<token>"
 _FORM_TYPE = "application/x-www-form-urlencoded"
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
-#: Subject token types a token exchange accepts: an OIDC ID token is both.
+#: Subject token types a token exchange accepts: an OIDC ID token (either name), or a
+#: signed AWS sts:GetCallerIdentity request.
 SUBJECT_TOKEN_TYPES = (
     "urn:ietf:params:oauth:token-type:id_token",
     "urn:ietf:params:oauth:token-type:jwt",
+    AWS_TOKEN_TYPE,
 )
 
 
@@ -180,6 +183,8 @@ def _response(grant: TokenGrant, *, oauth: bool, exchange: bool = False) -> Resp
         body["token_type"] = "Bearer"
     if grant.refresh_token:
         body["refresh_token"] = grant.refresh_token
+        if grant.refresh_expires_in is not None:
+            body["refresh_expires_in"] = grant.refresh_expires_in
     response = jsonify(body)
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
