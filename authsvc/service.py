@@ -58,6 +58,8 @@ _AUDITED_CLAIMS = (
     "iss", "sub", "jti", "repository", "repository_id", "repository_owner_id", "ref",
     "ref_type", "workflow", "job_workflow_ref", "event_name", "run_id", "project_path",
     "project_id", "namespace_id", "pipeline_id", "job_id", "email", "tid", "oid",
+    # AWS: which role session (which job) acted, and the principal's unique id
+    "arn", "role", "user", "session_name", "user_id", "sts_arn",
 )
 
 

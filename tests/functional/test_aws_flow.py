@@ -176,3 +176,13 @@ def test_a_rule_on_aws_must_name_the_principal(
     assert any(
         "rules on aws must pin arn or role or user or user_id" in p for p in info.value.problems
     )
+
+
+def test_the_audit_names_the_role_session(make_aws: MakeAws, moto_aws: MotoAws) -> None:
+    h = make_aws()
+    exchange(h, moto_aws.sign(moto_aws.assume_role("deploy-77")))
+    claims = h.audit.events[-1]["actor"]["claims"]
+    assert claims["session_name"] == "deploy-77"
+    assert claims["role"] == "ci-deployer"
+    assert claims["user_id"] == moto_aws.role_id()
+    assert claims["sts_arn"].endswith(":assumed-role/ci-deployer/deploy-77")
