@@ -14,6 +14,7 @@ is imported only when a proof is signed, so the rest of authsvc does not need it
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -116,6 +117,8 @@ def sign_proof(
         headers={
             "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
             "X-Authsvc-Server-Id": server_id,
+            # two logins in one second must not sign the very same request
+            "X-Authsvc-Nonce": secrets.token_hex(16),
             "Host": sts_host,
         },
     )

@@ -211,7 +211,7 @@ def test_sign_proof_signs_the_server_id() -> None:
     auth = verify_sigv4(proof, SECRET_KEY)
     assert auth == {"region": "us-east-1", "service": "sts", "access_key": ACCESS_KEY,
                     "signed": "content-type;host;x-amz-date;x-amz-security-token;"
-                              "x-authsvc-server-id"}
+                              "x-authsvc-nonce;x-authsvc-server-id"}
     assert SECRET_KEY not in json.dumps(proof)
 
 
@@ -605,3 +605,15 @@ def test_helpers_asking_at_once_exchange_once(helper: Helper, authsvc: FakeAuths
     assert [program.returncode for program in programs] == [0] * 4
     assert set(outputs) == {(answer("session-1"), "")}
     assert len(authsvc.forms) == 1
+
+
+
+def test_two_proofs_signed_in_one_second_differ() -> None:
+    """X-Amz-Date has one-second resolution: a signed nonce keeps two logins apart."""
+    first, second = (
+        awsclient.sign_proof(server_id=SERVER_ID, session=static_session()) for _ in range(2)
+    )
+    a, b = lower_headers(decode(first)), lower_headers(decode(second))
+    assert a["x-authsvc-nonce"] != b["x-authsvc-nonce"]
+    assert "x-authsvc-nonce" in a["authorization"].split("SignedHeaders=")[1]
+    assert first != second

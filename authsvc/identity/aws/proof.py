@@ -51,7 +51,6 @@ Authorization header, the session token and the signature are secrets).
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -62,12 +61,14 @@ from urllib.parse import urlsplit
 
 from authsvc.errors import InvalidCredentials
 from authsvc.identity.aws.settings import SERVER_ID_HEADER, AwsSettings
+from authsvc.strictjson import DuplicateMember, NonCanonical, b64url_decode, loads_strict
 
 __all__ = [
     "ALLOWED_HEADERS",
     "CLOCK_SKEW",
     "GET_CALLER_IDENTITY_BODY",
     "MAX_PROOF_CHARS",
+    "NONCE_HEADER",
     "SUBJECT_TOKEN_TYPE",
     "SignedRequest",
     "encode_proof",
@@ -90,6 +91,7 @@ GET_CALLER_IDENTITY_BODY: Final = "Action=GetCallerIdentity&Version=2011-06-15"
 #: request cannot switch STS to another protocol (``X-Amz-Target``), another action,
 #: or smuggle anything through us. ``user-agent`` is allowed because SDKs set it (some
 #: sign it) and it changes nothing STS does.
+NONCE_HEADER: Final = "x-authsvc-nonce"
 ALLOWED_HEADERS: Final = frozenset(
     {
         "authorization",
@@ -100,6 +102,9 @@ ALLOWED_HEADERS: Final = frozenset(
         "x-amz-date",
         "x-amz-security-token",
         SERVER_ID_HEADER,
+        # A random value the client may sign so that two requests signed in the same
+        # second (X-Amz-Date has one-second resolution) are two proofs, not a replay.
+        NONCE_HEADER,
     }
 )
 
@@ -113,7 +118,6 @@ CLOCK_SKEW: Final = 30
 #: own reason, so that a client learns exactly what to fix).
 _REQUIRED_SIGNED: Final = ("host", "x-amz-date")
 _KEYS: Final = frozenset({"method", "url", "headers", "body"})
-_B64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
 _FIELD_VALUE: Final = re.compile(r"[\x20-\x7e\t]*")  # visible ASCII, space and tab
 _AMZ_DATE: Final = re.compile(r"[0-9]{8}T[0-9]{6}Z")
@@ -220,43 +224,22 @@ def _refuse(reason: str, message: str) -> InvalidCredentials:
 def _decode(text: str) -> object:
     if len(text) > MAX_PROOF_CHARS:
         raise _refuse("MALFORMED_PROOF", f"the proof is over {MAX_PROOF_CHARS} characters")
-    if not text or not _B64URL.fullmatch(text) or len(text) % 4 == 1:
+    if not text:
         raise _refuse("MALFORMED_PROOF", "the proof is not unpadded base64url")
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError) as exc:
+        raw = b64url_decode(text)
+    except NonCanonical as exc:
+        raise _refuse("MALFORMED_PROOF", "the proof is not canonical base64url") from exc
+    except ValueError as exc:
         raise _refuse("MALFORMED_PROOF", "the proof is not unpadded base64url") from exc
-    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != text:
-        raise _refuse("MALFORMED_PROOF", "the proof is not canonical base64url")
     try:
-        return json.loads(
-            raw.decode("utf-8"), object_pairs_hook=_unique_members, parse_constant=_no_constant
-        )
+        return loads_strict(raw)
     except UnicodeDecodeError as exc:
         raise _refuse("MALFORMED_PROOF", "the proof is not UTF-8") from exc
-    except _DuplicateMember as exc:
-        raise _refuse("MALFORMED_PROOF", f"the proof names {exc.name!r} twice") from exc
+    except DuplicateMember as exc:
+        raise _refuse("MALFORMED_PROOF", f"the proof names {_shown(exc.name)!r} twice") from exc
     except ValueError as exc:
         raise _refuse("MALFORMED_PROOF", "the proof is not JSON") from exc
-
-
-class _DuplicateMember(ValueError):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = _shown(name)
-
-
-def _unique_members(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    result: dict[str, object] = {}
-    for name, value in pairs:
-        if name in result:
-            raise _DuplicateMember(name)
-        result[name] = value
-    return result
-
-
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _shown(name: str) -> str:

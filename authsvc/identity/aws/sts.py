@@ -19,14 +19,13 @@ over ``max_bytes``          ``InvalidCredentials`` STS_ANSWER_INVALID
 
 XML answers are parsed with ``xml.etree`` only after a DOCTYPE or ENTITY declaration
 has been refused (no entity can then be declared, and ElementTree never fetches
-external ones); JSON answers (``Accept: application/json`` style) are read with
-duplicate member names refused.
+external ones); JSON answers (``Accept: application/json`` style) are read strictly
+(``authsvc.strictjson``): duplicate member names and NaN/Infinity are refused.
 """
 
 from __future__ import annotations
 
 import http.client
-import json
 import re
 import ssl
 import time
@@ -37,6 +36,7 @@ from xml.etree import ElementTree
 
 from authsvc.errors import InvalidCredentials, ServiceUnavailable
 from authsvc.identity.aws.proof import SignedRequest
+from authsvc.strictjson import DuplicateMember, loads_strict
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_TIMEOUT", "STS_NAMESPACE", "CallerIdentity", "StsClient"]
 
@@ -241,24 +241,11 @@ def _xml_result(text: str) -> dict[str, str]:
     return fields
 
 
-class _Duplicate(ValueError):
-    pass
-
-
-def _unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    result: dict[str, object] = {}
-    for name, value in pairs:
-        if name in result:
-            raise _Duplicate(name)
-        result[name] = value
-    return result
-
-
 def _json_document(text: str) -> object:
     try:
-        return json.loads(text, object_pairs_hook=_unique)
-    except _Duplicate as exc:
-        raise _invalid(f"it names {str(exc)[:64]!r} twice") from exc
+        return loads_strict(text)
+    except DuplicateMember as exc:
+        raise _invalid(f"it names {exc.name[:64]!r} twice") from exc
     except ValueError as exc:
         raise _invalid("it is not JSON") from exc
 

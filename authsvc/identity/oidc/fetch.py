@@ -1,22 +1,17 @@
-"""Fetching an issuer's documents (discovery, JWKS) over HTTP(S), and strict decoding.
+"""Fetching an issuer's documents (discovery, JWKS) over HTTP(S).
 
 Only https:// is fetched (http:// only on a loopback host, never through a proxy from
 the environment); a redirect is refused, not followed; only a 200 answer with a JSON
 (or no) Content-Type is read, within ``max_bytes`` and ``timeout``. Every failure is
 a ``FetchError``.
 
-The decoding helpers are shared with the token verifier (``verify.py``):
-``b64url_decode`` accepts only the canonical unpadded base64url spelling, and
-``loads_strict`` refuses duplicate member names and NaN/Infinity.
+``b64url_decode`` and ``loads_strict`` (see ``authsvc.strictjson``) stay importable
+from here for the token verifier (``verify.py``) and the key code.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import http.client
-import json
-import re
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +19,7 @@ from typing import IO, Final, Protocol
 from urllib.parse import urlsplit
 
 from authsvc.identity.oidc.settings import is_loopback_url
+from authsvc.strictjson import b64url_decode, loads_strict
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -41,7 +37,6 @@ __all__ = [
 DEFAULT_MAX_BYTES: Final = 64 * 1024
 #: Seconds for one fetch: per socket operation, and for the whole body.
 DEFAULT_TIMEOUT: Final = 5.0
-_B64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
 
 
 class KeysError(Exception):
@@ -55,48 +50,6 @@ class FetchError(KeysError):
 class Fetcher(Protocol):
     def get(self, url: str, *, timeout: float, max_bytes: int) -> bytes:
         """The body of a 200 answer to GET ``url``; ``FetchError`` otherwise."""
-
-
-# -- strict decoding -----------------------------------------------------------------
-
-
-def b64url_decode(text: str) -> bytes:
-    """Strict base64url without padding (RFC 7515 §2); only the canonical spelling."""
-    if len(text) % 4 == 1 or not _B64URL.fullmatch(text):
-        raise ValueError("not base64url without padding")
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except binascii.Error as exc:
-        raise ValueError("not base64url without padding") from exc
-    # Refuse non-zero trailing bits: one token must have one spelling (caches hash it).
-    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != text:
-        raise ValueError("not the canonical base64url spelling")
-    return raw
-
-
-def _refuse_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    result: dict[str, object] = {}
-    for name, value in pairs:
-        if name in result:
-            raise ValueError(f"duplicate member {name[:40]!r}")
-        result[name] = value
-    return result
-
-
-def _refuse_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
-
-
-def loads_strict(raw: bytes) -> object:
-    """UTF-8 JSON with no duplicate member names (at any depth) and no NaN/Infinity.
-
-    Raises ``ValueError`` (``UnicodeDecodeError`` and ``JSONDecodeError`` are ones).
-    """
-    return json.loads(
-        raw.decode("utf-8"),
-        object_pairs_hook=_refuse_duplicates,
-        parse_constant=_refuse_constant,
-    )
 
 
 def check_fetch_url(url: str) -> None:
