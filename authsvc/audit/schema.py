@@ -1,0 +1,117 @@
+"""The audit event, schema ``authsvc.audit/1``, and its canonical form.
+
+Every decision is one JSON object::
+
+    {
+      "schema": "authsvc.audit/1",
+      "event_id": "0193...-7...",            # UUIDv7: time-ordered, random tail
+      "time": 1795840970123,                 # ms since the epoch, UTC
+      "type": "token.issue",                 # also config.load, config.reload,
+                                             #   audit.checkpoint
+      "outcome": "success",                  # success | partial | failure
+      "reason": "GRANTED",                   # a stable code: SCOPE_DENIED, INVALID_CREDENTIALS,
+                                             #   UNKNOWN_USER, TOKEN_EXPIRED, TOKEN_REPLAYED,
+                                             #   WRONG_AUDIENCE, UNKNOWN_ISSUER, ...
+      "actor": {"kind", "provider", "subject", "account", "credential",
+                "fingerprint",               # HMAC-SHA256(audit key, credential)[:32 hex]
+                "username", "claims", "reuse"},
+      "client": {"ip", "user_agent", "client_id"},
+      "request": {"service", "scopes", "grant_type", "offline"},
+      "decision": {"granted", "denied", "rules", "policy"},
+      "token": {"jti", "exp", "kid"},
+      "writer": "host:pid",                  # who wrote it; each writer has its own chain
+      "seq": 17,                             # 1, 2, 3, ... per writer, no gaps
+      "chain": {"prev": "<hex>", "hash": "<hex>"}
+    }
+
+``chain.hash`` is SHA-256 of the canonical JSON (RFC 8785) of the event with
+``chain.hash`` left out and ``chain.prev`` in; ``prev`` is the previous event's hash of
+the same writer (64 zeros for its first). Values are strings, integers, booleans, null,
+lists and objects only: no floats, so RFC 8785's number rules reduce to integers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["GENESIS", "SCHEMA", "canonical_json", "event_hash", "uuid7", "writer_id"]
+
+SCHEMA = "authsvc.audit/1"
+#: ``chain.prev`` of a writer's first event.
+GENESIS = "0" * 64
+
+
+def uuid7(now_ms: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, version, 74 random bits."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= secrets.randbits(12) << 64
+    value |= 0b10 << 62
+    value |= secrets.randbits(62)
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+def _check(value: object, path: str) -> None:
+    if isinstance(value, float):
+        raise ValueError(f"{path}: floats have no canonical form here")
+    if isinstance(value, Mapping):
+        for key, member in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{path}: keys must be strings")
+            _check(member, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, member in enumerate(value):
+            _check(member, f"{path}[{i}]")
+
+
+def canonical_json(value: Any) -> bytes:
+    """RFC 8785 for the values events hold: members sorted by UTF-16 code units, no
+    insignificant white space, strings as JSON escapes them minimally (UTF-8 out)."""
+    _check(value, "$")
+    return json.dumps(
+        value,
+        ensure_ascii=False,
+        separators=(",", ":"),
+        sort_keys=False,
+        default=None,
+        cls=_SortedUtf16Encoder,
+    ).encode("utf-8")
+
+
+class _SortedUtf16Encoder(json.JSONEncoder):
+    """Sorts object members by their UTF-16 code units, as RFC 8785 requires."""
+
+    def iterencode(self, o: Any, _one_shot: bool = False) -> Any:
+        return super().iterencode(_sorted(o), _one_shot)
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {
+            k: _sorted(value[k])
+            for k in sorted(value, key=lambda k: k.encode("utf-16-be"))
+        }
+    if isinstance(value, list | tuple):
+        return [_sorted(v) for v in value]
+    return value
+
+
+def event_hash(event: Mapping[str, Any]) -> str:
+    """``chain.hash`` of an event: SHA-256 of its canonical JSON without that hash."""
+    chain = dict(event.get("chain") or {})
+    chain.pop("hash", None)
+    body = {**event, "chain": chain}
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def writer_id() -> str:
+    """This process (host:pid)."""
+    return f"{os.uname().nodename}:{os.getpid()}"
