@@ -20,7 +20,10 @@ from pathlib import Path
 
 from flask import Flask
 
-from authsvc.audit import AuditLog, StreamAuditLog, new_event_id
+from authsvc.audit import AuditLog, new_event_id
+from authsvc.audit.build import build_audit
+from authsvc.audit.fingerprint import Fingerprinter, load_or_create_key
+from authsvc.audit.sinks import SpoolingAuditLog
 from authsvc.config import Settings, load_settings
 from authsvc.errors import ConfigError, KeyRingError, StoreUnavailable
 from authsvc.identity.aws.authenticator import AwsAuthenticator
@@ -113,6 +116,10 @@ class Runtime:
     keyring: Callable[[], KeyRing]
     cache: VerifiedCache
     clock: Callable[[], float]
+    #: Keyed fingerprints of credentials for the audit trail.
+    fingerprint: Callable[[str, str], str]
+    #: The audit spool (``on_failure: spool``), whose state /readyz reports.
+    spool: SpoolingAuditLog | None = None
     fetcher: Fetcher = field(default_factory=UrllibFetcher)
     service: TokenService = field(init=False)
     #: Per issuer: its key cache, kept across reloads that keep its key settings.
@@ -196,6 +203,7 @@ class Runtime:
             clock=self.clock,
             oidc=oidc,
             aws=aws,
+            fingerprint=self.fingerprint,
         )
 
     def _oidc(self, settings: Settings) -> OidcAuthenticator | None:
@@ -239,11 +247,21 @@ class Runtime:
 
 def create_app(settings: Settings, *, deps: Dependencies | None = None) -> Flask:
     deps = deps or Dependencies()
+    store = deps.store or open_store(settings.storage)
+    keyring = deps.keyring or KeyRingSource(settings.keys.dir)
+    spool = None
+    audit = deps.audit
+    if audit is None:
+        audit, spool = build_audit(
+            settings.audit, store=store, signer=lambda: keyring().signing_key
+        )
     runtime = Runtime(
         settings=settings,
-        store=deps.store or open_store(settings.storage),
-        audit=deps.audit or StreamAuditLog(),
-        keyring=deps.keyring or KeyRingSource(settings.keys.dir),
+        store=store,
+        audit=audit,
+        spool=spool,
+        fingerprint=Fingerprinter(load_or_create_key(settings.audit.key_file)),
+        keyring=keyring,
         cache=VerifiedCache(
             ttl=settings.credential_cache.ttl,
             max_entries=settings.credential_cache.max_entries,

@@ -12,6 +12,7 @@ the directory of the configuration file.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -135,6 +137,38 @@ class RefreshTokenSettings(_Model):
     ttl: Annotated[StrictInt, Field(ge=60, le=366 * 86400)] = 30 * 86400
 
 
+class AuditFileSettings(_Model):
+    path: Path = Path("audit/audit.jsonl")
+    max_bytes: Annotated[StrictInt, Field(ge=1024, le=1 << 40)] = 100 * 1024 * 1024
+    rotate_daily: StrictBool = True
+
+
+class AuditRedisSettings(_Model):
+    max_len: Annotated[StrictInt, Field(ge=1000, le=1 << 32)] = 1_000_000
+    retention_days: Annotated[StrictInt, Field(ge=1, le=3650)] = 30
+
+
+class AuditSettings(_Model):
+    """Where decisions are recorded, and what happens when that place fails."""
+
+    #: ``file`` (append-only JSON Lines, the embedded default) or ``redis`` (a stream in
+    #: the configured ``storage``, shared by every worker and host).
+    sink: Literal["file", "redis"] = "file"
+    file: AuditFileSettings = Field(default_factory=AuditFileSettings)
+    redis: AuditRedisSettings = Field(default_factory=AuditRedisSettings)
+    #: ``deny``: a decision the sink cannot take is not issued (503). ``spool``: it is
+    #: written to a local fsynced spool and replayed into the sink when it is back.
+    on_failure: Literal["deny", "spool"] = "deny"
+    spool: Path = Path("audit/spool.jsonl")
+    #: The HMAC key for credential fingerprints (created, mode 0600, if missing); share it
+    #: between hosts for fingerprints that match across them.
+    key_file: Path = Path("audit/fingerprint.key")
+    checkpoint_every: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 1000
+    checkpoint_seconds: Annotated[StrictInt, Field(ge=1, le=86400)] = 60
+    #: Also write each event as an ``authsvc.audit {json}`` line on standard error.
+    stderr: StrictBool = False
+
+
 class AdminSettings(_Model):
     """Who may use the admin endpoints (``POST /policy/explain``)."""
 
@@ -153,6 +187,10 @@ class Settings(_Model):
     refresh_tokens: RefreshTokenSettings = Field(default_factory=RefreshTokenSettings)
     rules: tuple[Rule, ...] = ()
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    #: Proxies whose X-Forwarded-For is believed (CIDRs); the client IP is the first
+    #: address, from the right, that is not one of them.
+    trusted_proxies: tuple[StrictStr, ...] = ()
     #: Set by the loader: where the file came from and the hash of its bytes.
     source: StrictStr | None = Field(default=None, exclude=True)
     digest: StrictStr = Field(default="", exclude=True)
@@ -175,6 +213,16 @@ class Settings(_Model):
             raise ValueError(
                 "realm must be non-empty printable text without quotes or backslashes"
             )
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for i, cidr in enumerate(value):
+            try:
+                ipaddress.ip_network(cidr, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"[{i}]: {cidr!r} is not a network (CIDR): {exc}") from exc
         return value
 
     @field_validator("services")
@@ -239,6 +287,10 @@ def _problems(exc: ValidationError, data: Mapping[str, Any]) -> list[str]:
             location += index
         problems.append(f"{location}: {message}")
     return problems
+
+
+def _under(base_dir: Path, path: Path) -> Path:
+    return path if path.is_absolute() else base_dir / path
 
 
 def _resolve_oidc(
@@ -372,6 +424,15 @@ def parse_settings(
             "keys": settings.keys.model_copy(update={"dir": keys_dir}),
             "identities": settings.identities.model_copy(update={"static": static, "oidc": oidc}),
             "rules": rules,
+            "audit": settings.audit.model_copy(
+                update={
+                    "file": settings.audit.file.model_copy(
+                        update={"path": _under(base_dir, settings.audit.file.path)}
+                    ),
+                    "spool": _under(base_dir, settings.audit.spool),
+                    "key_file": _under(base_dir, settings.audit.key_file),
+                }
+            ),
             "source": source,
             "digest": digest,
             "htpasswd_users": htpasswd_users,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authsvc.audit import AuditLog, new_event_id
+from authsvc.audit.schema import SCHEMA
 from authsvc.config import Settings
 from authsvc.errors import (
     AuthsvcError,
@@ -107,6 +108,14 @@ class TokenGrant:
         return " ".join(format_scope(s) for s in self.granted)
 
 
+def _secret_of(credential: Credential) -> str | None:
+    if isinstance(credential, Password):
+        return credential.password
+    if isinstance(credential, RefreshToken | SubjectToken):
+        return credential.token
+    return None
+
+
 def _rfc3339(timestamp: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
@@ -125,7 +134,11 @@ class TokenService:
         clock: Callable[[], float],
         oidc: OidcAuthenticator | None = None,
         aws: AwsAuthenticator | None = None,
+        fingerprint: Callable[[str, str], str] | None = None,
     ) -> None:
+        self._fingerprint = fingerprint
+        #: Why the last decision could not be recorded (cleared by the next that is).
+        self.audit_failing: str | None = None
         self.settings = settings
         self.policy = Policy(settings.rules)
         self._oidc = oidc
@@ -283,9 +296,13 @@ class TokenService:
         self, request: TokenRequest, auth: Authenticated | None, now: int
     ) -> dict[str, Any]:
         credential = request.credential
-        actor: dict[str, Any] = {"credential": _CREDENTIAL_KINDS[type(credential)]}
+        kind = _CREDENTIAL_KINDS[type(credential)]
+        actor: dict[str, Any] = {"credential": kind}
         if isinstance(credential, Password):
             actor["username"] = credential.username
+        secret = _secret_of(credential)
+        if secret is not None and self._fingerprint is not None:
+            actor["fingerprint"] = self._fingerprint(kind, secret)
         if auth is not None:
             identity = auth.identity
             actor.update(
@@ -302,8 +319,9 @@ class TokenService:
             if auth.reuse:
                 actor["reuse"] = True
         return {
+            "schema": SCHEMA,
             "event_id": new_event_id(),
-            "time": now * 1000,
+            "time": int(self._clock() * 1000),
             "type": "token.issue",
             "actor": actor,
             "client": {
@@ -345,10 +363,12 @@ class TokenService:
         try:
             self._audit.record(event)
         except Exception as exc:
+            self.audit_failing = f"{type(exc).__name__}: {exc}"[:300]
             raise ServiceUnavailable(
                 "the audit log did not accept the decision, so no token is issued",
                 reason="AUDIT_UNAVAILABLE",
             ) from exc
+        self.audit_failing = None
 
     def _record_failure(
         self,

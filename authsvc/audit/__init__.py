@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import sys
 import threading
-import uuid
 from collections.abc import Mapping
 from typing import Any, Protocol, TextIO
+
+from authsvc.audit.schema import uuid7
 
 __all__ = ["AuditLog", "MemoryAuditLog", "StreamAuditLog", "new_event_id"]
 
@@ -22,7 +23,8 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 def new_event_id() -> str:
-    return str(uuid.uuid4())
+    """A UUIDv7: time-ordered, so exports and streams sort by it."""
+    return uuid7()
 
 
 class AuditLog(Protocol):

@@ -7,18 +7,32 @@ round trip to Redis at most.
 
 Records are flat ``dict[str, str]`` (a Redis hash); callers serialise richer values.
 Times are integer Unix seconds passed in by the caller (``now``), never read from a
-clock here, so tests drive expiry without sleeping.
+clock here, so tests drive expiry without sleeping. The audit stream is the exception:
+its entry ids, like a Redis stream's, carry the store's own clock in milliseconds.
+
+The audit stream (``append_audit``, ``read_audit``, ``audit_length``) keeps events in
+the order they were accepted, each under a stream id ``"<ms>-<seq>"`` (increasing).
+Appending is idempotent by ``event_id``: an id seen within the retention window
+(``now - min_time_ms``, or ``AUDIT_SEEN_TTL`` without one) is not appended again, so a
+sink may retry or replay a batch whose answer it never got. Trimming keeps at least
+the newest ``max_len`` events and every event at or after ``min_time_ms``: the memory
+store trims exactly; Redis trims approximately (``~``: whole stream nodes, so it may
+keep up to ``stream-node-max-entries``, 100 by default, more than asked).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
-__all__ = ["SessionRecord", "Store", "open_store"]
+__all__ = ["AUDIT_SEEN_TTL", "AuditEntry", "SessionRecord", "Store", "open_store"]
 
 #: A stored session credential: its id plus the caller's fields.
 SessionRecord = dict[str, str]
+#: One audit stream entry: its stream id (``"<ms>-<seq>"``) and the event.
+AuditEntry = tuple[str, dict[str, Any]]
+#: Seconds an appended ``event_id`` is remembered when no ``min_time_ms`` bounds it.
+AUDIT_SEEN_TTL = 7 * 86400
 
 
 class Store(Protocol):
@@ -59,6 +73,21 @@ class Store(Protocol):
 
     def configs(self) -> dict[str, str]:
         """writer -> ``digest@time`` of every writer's last announced configuration."""
+
+    def append_audit(
+        self, events: Sequence[Mapping[str, Any]], *, max_len: int, min_time_ms: int | None
+    ) -> int:
+        """Append the events not seen before (by ``event_id``), in order, atomically;
+        return how many were new. Then trim to ``max_len`` and drop entries older than
+        ``min_time_ms`` (if given). ``ValueError`` for an event without a string
+        ``event_id`` or that is not JSON; nothing is appended then."""
+
+    def read_audit(self, after: str = "0", count: int = 1000) -> list[AuditEntry]:
+        """Up to ``count`` entries with a stream id after ``after`` (exclusive), oldest
+        first; pass the last id returned to read the next page."""
+
+    def audit_length(self) -> int:
+        """How many events the audit stream holds now."""
 
     def close(self) -> None:
         """Release connections."""

@@ -10,21 +10,44 @@ It keeps the same contract as the Redis store (``tests/unit/store`` checks both)
 
 Memory stays bounded: every ``_SWEEP_EVERY`` writes, dead claims (by ``time.time()``)
 and dead sessions (by the latest ``now`` a caller passed in) are dropped.
+
+The audit stream is a list of ``(stream id, JSON text)`` with ids ``"<ms>-<seq>"`` from
+``time.time()`` (increasing even if the clock steps back, as Redis does), trimmed
+exactly: to the newest ``max_len`` entries and to ids at or after ``min_time_ms``. Seen
+event ids are remembered for the same time as in Redis, but at most the newest
+``max(max_len, _SEEN_MIN)`` of them, so memory stays bounded under any load.
 """
 
 from __future__ import annotations
 
+import bisect
+import json
+import math
+import re
 import threading
 import time
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from authsvc.store import SessionRecord
+from authsvc.store import AUDIT_SEEN_TTL, AuditEntry, SessionRecord
 
-__all__ = ["MemoryStore", "check_record"]
+__all__ = [
+    "MemoryStore",
+    "audit_seen_ttl",
+    "check_audit_limits",
+    "check_record",
+    "encode_audit_events",
+    "parse_stream_id",
+]
 
 #: Writes between two full sweeps of dead entries (amortised O(1) per write).
 _SWEEP_EVERY = 1024
+#: The fewest event ids the memory store remembers for idempotent appends.
+_SEEN_MIN = 100_000
+#: Trimmed audit entries kept at the head of the list before it is compacted.
+_COMPACT_AFTER = 1024
 
 
 @dataclass(slots=True)
@@ -47,6 +70,14 @@ class MemoryStore:
         #: The latest ``now`` seen from a caller: sessions dead at it are swept.
         self._latest_now = 0
         self._writes = 0
+        # The audit stream: parallel lists of (ms, seq) keys and (id, JSON) entries,
+        # live from ``_audit_head`` on (the trimmed head is compacted away in bulk).
+        self._audit_keys: list[tuple[int, int]] = []
+        self._audit_entries: list[tuple[str, str]] = []
+        self._audit_head = 0
+        self._audit_last = (0, -1)
+        #: event id -> until when (wall seconds) it counts as seen; oldest first.
+        self._audit_seen: OrderedDict[str, float] = OrderedDict()
 
     def ping(self) -> None:
         return None
@@ -112,6 +143,45 @@ class MemoryStore:
         with self._lock:
             return dict(self._configs)
 
+    def append_audit(
+        self, events: Sequence[Mapping[str, Any]], *, max_len: int, min_time_ms: int | None
+    ) -> int:
+        check_audit_limits(max_len, min_time_ms)
+        batch = encode_audit_events(events)
+        wall = time.time()
+        now_ms = int(wall * 1000)
+        seen_until = wall + audit_seen_ttl(min_time_ms, now_ms)
+        with self._lock:
+            self._forget_seen(wall, max(max_len, _SEEN_MIN))
+            added = 0
+            for event_id, text in batch:
+                until = self._audit_seen.get(event_id)
+                if until is not None and until > wall:
+                    continue
+                self._audit_seen[event_id] = seen_until
+                self._audit_seen.move_to_end(event_id)
+                last_ms, last_seq = self._audit_last
+                key = (now_ms, 0) if now_ms > last_ms else (last_ms, last_seq + 1)
+                self._audit_last = key
+                self._audit_keys.append(key)
+                self._audit_entries.append((f"{key[0]}-{key[1]}", text))
+                added += 1
+            self._trim_audit(max_len, min_time_ms)
+            return added
+
+    def read_audit(self, after: str = "0", count: int = 1000) -> list[AuditEntry]:
+        start = parse_stream_id(after)
+        if count < 1:
+            raise ValueError(f"count must be at least 1, not {count}")
+        with self._lock:
+            first = bisect.bisect_right(self._audit_keys, start, lo=self._audit_head)
+            page = self._audit_entries[first : first + count]
+        return [(stream_id, json.loads(text)) for stream_id, text in page]
+
+    def audit_length(self) -> int:
+        with self._lock:
+            return len(self._audit_keys) - self._audit_head
+
     def close(self) -> None:
         return None
 
@@ -127,6 +197,22 @@ class MemoryStore:
             if not members:
                 del self._indexes[session.index]
         return True
+
+    def _forget_seen(self, wall: float, keep: int) -> None:
+        seen = self._audit_seen
+        while seen and (len(seen) >= keep or next(iter(seen.values())) <= wall):
+            seen.popitem(last=False)
+
+    def _trim_audit(self, max_len: int, min_time_ms: int | None) -> None:
+        keys = self._audit_keys
+        head = max(self._audit_head, len(keys) - max_len)
+        if min_time_ms is not None:
+            head = bisect.bisect_left(keys, (min_time_ms, 0), lo=head)
+        self._audit_head = head
+        if head > _COMPACT_AFTER and head * 2 > len(keys):
+            del keys[:head]
+            del self._audit_entries[:head]
+            self._audit_head = 0
 
     def _wrote(self, wall: float) -> None:
         self._writes += 1
@@ -154,3 +240,53 @@ def check_record(record: Mapping[str, str]) -> dict[str, str]:
 def _public(session_id: str, session: _Session) -> SessionRecord:
     """A copy the caller may keep: its fields plus ``id``."""
     return {**session.fields, "id": session_id}
+
+
+_STREAM_ID = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?")
+
+
+def parse_stream_id(text: str) -> tuple[int, int]:
+    """``"<ms>-<seq>"`` (or ``"<ms>"``, meaning ``<ms>-0``) as a pair; ValueError else."""
+    match = _STREAM_ID.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not an audit stream id: {text!r}")
+    return int(match[1]), int(match[2] or 0)
+
+
+def check_audit_limits(max_len: int, min_time_ms: int | None) -> None:
+    """Refuse a ``max_len`` below 1 or a negative ``min_time_ms`` (both stores)."""
+    if max_len < 1:
+        raise ValueError(f"max_len must be at least 1, not {max_len}")
+    if min_time_ms is not None and min_time_ms < 0:
+        raise ValueError(f"min_time_ms must not be negative, not {min_time_ms}")
+
+
+def encode_audit_events(events: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """``(event_id, compact JSON)`` of each event; ValueError naming the first bad one.
+
+    Shared with ``authsvc.store.redis``, so both stores refuse the same events and hand
+    back the same JSON values.
+    """
+    batch: list[tuple[str, str]] = []
+    for position, event in enumerate(events):
+        event_id = event.get("event_id") if isinstance(event, Mapping) else None
+        if not isinstance(event_id, str) or not event_id:
+            raise ValueError(f"audit event {position} has no string event_id")
+        try:
+            text = json.dumps(
+                dict(event), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+            )
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"audit event {event_id} is not JSON: {exc}") from exc
+        batch.append((event_id, text))
+    return batch
+
+
+def audit_seen_ttl(min_time_ms: int | None, now_ms: int) -> int:
+    """Seconds an appended event id is remembered: the retention window, else 7 days.
+
+    The Redis store computes the same in its script, on the server's clock.
+    """
+    if min_time_ms is None:
+        return AUDIT_SEEN_TTL
+    return max(1, math.ceil((now_ms - min_time_ms) / 1000))

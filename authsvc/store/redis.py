@@ -7,6 +7,15 @@ Key layout (everything under ``prefix``, ``authsvc:`` by default)::
                                      _index, _expires_at; EXPIREAT expires_at
     {prefix}sessions-index:{index}   sorted set id -> expires_at;      list_sessions
                                      EXPIREAT the latest member's expires_at
+    {prefix}audit                    stream, one field ``event`` (JSON) append/read_audit
+    {prefix}audit-seen:{event_id}    string "1", EX the retention window  append_audit
+                                     (or AUDIT_SEEN_TTL): idempotent appends
+
+``append_audit`` is one script per batch. For each event it checks the seen key, and
+only if it is absent XADDs the event (``MAXLEN ~ max_len``) and then sets the seen key:
+a command that fails stops the script before the event counts as seen, so a retry
+appends it. ``MINID ~`` trimming (XADD takes one trim strategy) is one XTRIM at the end;
+the seen keys' lifetime is computed from the server's ``TIME``, the clock stream ids use.
 
 Every method is one round trip: one command, one MULTI pipeline, or one Lua script
 (the first call of a script after a Redis restart costs one extra SCRIPT LOAD).
@@ -22,17 +31,24 @@ allow across hash slots: on a cluster, put a hash tag in ``prefix`` (``{authsvc}
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from authsvc.errors import StoreUnavailable
-from authsvc.store import SessionRecord
-from authsvc.store.memory import check_record
+from authsvc.store import AUDIT_SEEN_TTL, AuditEntry, SessionRecord
+from authsvc.store.memory import (
+    check_audit_limits,
+    check_record,
+    encode_audit_events,
+    parse_stream_id,
+)
 
 __all__ = ["RedisStore"]
 
@@ -96,6 +112,31 @@ end
 return out
 """
 
+# KEYS[1] the stream, KEYS[2..n+1] the events' seen keys. ARGV[1] max_len, ARGV[2]
+# min_time_ms or '', ARGV[3] seen TTL without min_time_ms, ARGV[4..n+3] the events' JSON.
+# Returns how many events were appended.
+_APPEND_AUDIT = """
+local ttl = tonumber(ARGV[3])
+local min_id = ARGV[2]
+if min_id ~= '' then
+  local now = redis.call('TIME')
+  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  ttl = math.max(1, math.ceil((now_ms - tonumber(min_id)) / 1000))
+end
+local added = 0
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'event', ARGV[i + 2])
+    redis.call('SET', KEYS[i], '1', 'EX', ttl)
+    added = added + 1
+  end
+end
+if min_id ~= '' then
+  redis.call('XTRIM', KEYS[1], 'MINID', '~', min_id)
+end
+return added
+"""
+
 
 class RedisStore:
     """A ``Store`` on Redis (``redis://``, ``rediss://``, ``unix://``)."""
@@ -109,10 +150,13 @@ class RedisStore:
         self._session = f"{prefix}session:"
         self._index = f"{prefix}sessions-index:"
         self._configs = f"{prefix}configs"
+        self._audit = f"{prefix}audit"
+        self._audit_seen = f"{prefix}audit-seen:"
         self._use_script = client.register_script(_USE_SESSION)
         self._claim_script = client.register_script(_CLAIM)
         self._delete_script = client.register_script(_DELETE_SESSION)
         self._list_script = client.register_script(_LIST_SESSIONS)
+        self._append_audit_script = client.register_script(_APPEND_AUDIT)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str) -> RedisStore:
@@ -193,6 +237,47 @@ class RedisStore:
         with self._guard():
             reply = self._client.hgetall(self._configs)
         return {str(k): str(v) for k, v in reply.items()}
+
+    def append_audit(
+        self, events: Sequence[Mapping[str, Any]], *, max_len: int, min_time_ms: int | None
+    ) -> int:
+        check_audit_limits(max_len, min_time_ms)
+        batch = encode_audit_events(events)
+        if not batch:
+            return 0
+        keys = [self._audit] + [self._audit_seen + event_id for event_id, _ in batch]
+        args: list[str | int] = [
+            max_len,
+            "" if min_time_ms is None else min_time_ms,
+            AUDIT_SEEN_TTL,
+            *(text for _, text in batch),
+        ]
+        with self._guard():
+            reply: object = self._append_audit_script(keys=keys, args=args)
+        if not isinstance(reply, int):
+            raise self._unexpected(reply)
+        return reply
+
+    def read_audit(self, after: str = "0", count: int = 1000) -> list[AuditEntry]:
+        parse_stream_id(after)
+        if count < 1:
+            raise ValueError(f"count must be at least 1, not {count}")
+        with self._guard():
+            reply: object = self._client.xrange(self._audit, min="(" + after, count=count)
+        if not isinstance(reply, list):
+            raise self._unexpected(reply)
+        entries: list[AuditEntry] = []
+        for item in reply:
+            try:
+                stream_id, fields = item
+                entries.append((str(stream_id), json.loads(fields["event"])))
+            except (TypeError, ValueError, KeyError) as exc:
+                raise self._unexpected(item) from exc
+        return entries
+
+    def audit_length(self) -> int:
+        with self._guard():
+            return self._client.xlen(self._audit)
 
     def close(self) -> None:
         with self._guard():

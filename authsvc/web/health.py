@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from flask import Blueprint, Response, current_app, jsonify
 
+from authsvc.audit.sinks import SpoolingAuditLog
 from authsvc.errors import KeyRingError, StoreUnavailable
 
 __all__ = ["bp"]
 
 bp = Blueprint("health", __name__)
+
+
+def _spool_writable(spool: SpoolingAuditLog) -> bool:
+    path = Path(str(spool.status().get("spool", "")))
+    return os.access(path if path.exists() else path.parent, os.W_OK)
 
 
 @bp.get("/healthz")
@@ -28,8 +37,18 @@ def readyz() -> Response:
         runtime.keyring()
     except KeyRingError as exc:
         problems.append(f"keys: {exc}")
+    if runtime.service.audit_failing:
+        problems.append(f"audit: the last decision could not be recorded: "
+                        f"{runtime.service.audit_failing}")
+    spool = runtime.spool
+    audit: dict[str, object] = {}
+    if spool is not None:
+        audit = spool.status()
+        if audit.get("degraded") and audit.get("last_error") and not _spool_writable(spool):
+            problems.append(f"audit: the sink and its spool both fail: {audit['last_error']}")
     if problems:
-        response = jsonify(status="unavailable", problems=problems)
+        response = jsonify(status="unavailable", problems=problems, **(
+            {"audit": audit} if audit else {}))
         response.status_code = 503
         return response
     body: dict[str, object] = {"status": "ready", "policy": runtime.service.policy.digest}
@@ -44,4 +63,7 @@ def readyz() -> Response:
     if oidc:
         # Stale keys still verify (the last good set is kept): reported, not a failure.
         body["oidc"] = oidc
+    if audit:
+        # Spooling while the sink is down keeps every decision: reported, not a failure.
+        body["audit"] = audit
     return jsonify(body)

@@ -338,6 +338,8 @@ def _config(keys_dir: Path, hashes: Mapping[str, str]) -> dict[str, Any]:
         "services": [SERVICE],
         "keys": {"dir": str(keys_dir)},
         "storage": "memory://",
+        # the tests read each decision from authsvc's standard error
+        "audit": {"stderr": True},
         "identities": {
             "static": {
                 "users": {

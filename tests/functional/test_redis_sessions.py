@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 from authsvc.cli import main
-from authsvc.store import SessionRecord, Store
+from authsvc.store import AuditEntry, SessionRecord, Store
 from authsvc.store.memory import MemoryStore
 from authsvc.store.redis import RedisStore
 from tests.conftest import PASSWORDS, SERVICE, MakeHarness, MakeSettings, base_config, basic
@@ -62,6 +62,20 @@ class CountingStore:
 
     def configs(self) -> dict[str, str]:
         return self.inner.configs()
+
+    def append_audit(
+        self, events: Sequence[Mapping[str, Any]], *, max_len: int, min_time_ms: int | None
+    ) -> int:
+        self._count("append_audit")
+        return self.inner.append_audit(events, max_len=max_len, min_time_ms=min_time_ms)
+
+    def read_audit(self, after: str = "0", count: int = 1000) -> list[AuditEntry]:
+        self._count("read_audit")
+        return self.inner.read_audit(after, count)
+
+    def audit_length(self) -> int:
+        self._count("audit_length")
+        return self.inner.audit_length()
 
     def close(self) -> None:
         self.inner.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
 import os
 import signal
 import socket
@@ -149,13 +150,23 @@ def test_oversized_header_is_refused_by_the_server(server: Served) -> None:
     assert status in (400, 431)
 
 
-def test_audit_events_reach_the_log(server: Served) -> None:
-    server.request(
-        "GET",
-        f"/token?service={SERVICE}&scope=repository:team/x:pull",
-        headers={"Authorization": AUTH},
-    )
-    server.wait_for_log('"granted":["repository:team/x:pull"]')
+def test_audit_events_reach_the_chained_file(server: Served) -> None:
+    server.request("GET", f"/token?service={SERVICE}&scope=repository:team/x:pull",
+                   headers={"Authorization": AUTH})
+    audit_file = server.config.parent / "audit" / "audit.jsonl"
+    deadline = time.monotonic() + 10
+    events: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not any(
+        e.get("type") == "token.issue" for e in events
+    ):
+        time.sleep(0.1)
+        events = [json.loads(line) for line in audit_file.read_text().splitlines()] if (
+            audit_file.exists()) else []
+    grant = next(e for e in events if e.get("type") == "token.issue")
+    assert grant["decision"]["granted"] == ["repository:team/x:pull"]
+    assert grant["seq"] >= 1 and len(grant["chain"]["hash"]) == 64
+    assert len(grant["actor"]["fingerprint"]) == 32
+    assert PASSWORDS["alice"] not in audit_file.read_text()
     assert PASSWORDS["alice"] not in server.log_text()
 
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import redis
@@ -360,6 +361,11 @@ _CALLS: dict[str, Callable[[Store], object]] = {
     "use_session": lambda s: s.use_session("s1", int(time.time())),
     "delete_session": lambda s: s.delete_session("s1"),
     "list_sessions": lambda s: s.list_sessions("i", int(time.time())),
+    "append_audit": lambda s: s.append_audit(
+        [{"event_id": "e1"}], max_len=10, min_time_ms=None
+    ),
+    "read_audit": lambda s: s.read_audit(),
+    "audit_length": lambda s: s.audit_length(),
 }
 
 
@@ -428,3 +434,230 @@ def test_concurrent_claim_value_has_one_winner(store: Store, now: int) -> None:
     winners = [i for i, a in enumerate(answers) if a is None]
     assert len(winners) == 1
     assert set(answers) - {None} == {f"v{winners[0]}"}
+
+
+# -- the audit stream -----------------------------------------------------------------
+#
+# Trimming: the memory store trims exactly; Redis trims approximately (MAXLEN ~ / MINID
+# ~ drop whole stream nodes only), so it keeps at least what was asked and at most one
+# node (stream-node-max-entries, 100 by default) more.
+
+_NODE = 100
+
+
+def _events(n: int, tag: str = "e") -> list[dict[str, object]]:
+    return [{"event_id": f"{tag}{i}", "seq": i, "writer": "w"} for i in range(n)]
+
+
+def _read_all(store: Store, page: int = 1000) -> list[tuple[str, dict[str, object]]]:
+    out: list[tuple[str, dict[str, object]]] = []
+    after = "0"
+    while batch := store.read_audit(after, page):
+        out.extend(batch)
+        after = batch[-1][0]
+    return out
+
+
+def _key(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq)
+
+
+def test_append_audit_is_idempotent_by_event_id(store: Store) -> None:
+    e = _events(5)
+    assert store.append_audit(e[:3], max_len=1000, min_time_ms=None) == 3
+    assert store.append_audit(e[1:4], max_len=1000, min_time_ms=None) == 1
+    assert store.append_audit([e[4], e[4], e[0]], max_len=1000, min_time_ms=None) == 1
+    assert store.append_audit([], max_len=1000, min_time_ms=None) == 0
+
+    assert store.audit_length() == 5
+    assert [event for _, event in _read_all(store)] == e
+
+
+def test_a_replayed_event_is_not_appended_even_with_other_fields(store: Store) -> None:
+    assert store.append_audit([{"event_id": "x", "n": 1}], max_len=10, min_time_ms=None) == 1
+    assert store.append_audit([{"event_id": "x", "n": 2}], max_len=10, min_time_ms=None) == 0
+    assert [event for _, event in store.read_audit()] == [{"event_id": "x", "n": 1}]
+
+
+def test_read_audit_is_in_order_and_pages_by_the_last_id(store: Store) -> None:
+    sent = _events(25)
+    for i in range(0, 25, 4):  # several batches, so several milliseconds may be involved
+        store.append_audit(sent[i : i + 4], max_len=1000, min_time_ms=None)
+
+    pages = []
+    after = "0"
+    while page := store.read_audit(after, 10):
+        pages.append(page)
+        after = page[-1][0]
+    assert [len(p) for p in pages] == [10, 10, 5]
+    entries = [entry for p in pages for entry in p]
+    assert [event for _, event in entries] == sent
+    keys = [_key(stream_id) for stream_id, _ in entries]
+    assert keys == sorted(keys) and len(set(keys)) == 25
+    assert store.read_audit(entries[-1][0]) == []
+    assert store.read_audit(entries[11][0], 2) == entries[12:14]
+    assert store.read_audit(str(_key(entries[0][0])[0] - 1)) == entries[:25]
+
+
+def test_an_empty_audit_stream(store: Store) -> None:
+    assert store.audit_length() == 0
+    assert store.read_audit() == []
+
+
+def test_append_audit_trims_to_about_max_len_keeping_the_newest(store: Store) -> None:
+    sent = _events(250)
+    for i in range(0, 250, 10):
+        store.append_audit(sent[i : i + 10], max_len=20, min_time_ms=None)
+
+    length = store.audit_length()
+    assert 20 <= length <= 20 + _NODE
+    if isinstance(store, MemoryStore):
+        assert length == 20  # exact
+    assert [event for _, event in _read_all(store)] == sent[-length:]
+
+
+def test_append_audit_drops_whole_nodes_older_than_min_time(store: Store) -> None:
+    old = _events(150, "old")
+    store.append_audit(old, max_len=1000, min_time_ms=None)
+    time.sleep(0.01)
+    cutoff = int(time.time() * 1000)
+    new = {"event_id": "new", "seq": 0, "writer": "w"}
+    assert store.append_audit([new], max_len=1000, min_time_ms=cutoff) == 1
+
+    events = [event for _, event in _read_all(store)]
+    assert events[-1] == new
+    assert 1 <= len(events) <= 1 + _NODE  # Redis drops the first full node at least
+    assert events[:-1] == old[len(old) - len(events) + 1 :]
+    if isinstance(store, MemoryStore):
+        assert events == [new]  # exact
+
+
+def test_event_ids_are_remembered_after_their_events_are_trimmed(store: Store) -> None:
+    sent = _events(30)
+    store.append_audit(sent, max_len=5, min_time_ms=None)
+    assert store.append_audit(sent, max_len=5, min_time_ms=None) == 0
+    assert 5 <= store.audit_length() <= 5 + _NODE
+
+
+def test_event_ids_are_remembered_for_the_retention_window_only(store: Store) -> None:
+    # A window of 0.2 s is remembered for one whole second (rounded up, never down).
+    event = {"event_id": "short-lived"}
+    window_start = int(time.time() * 1000) - 200
+    assert store.append_audit([event], max_len=10, min_time_ms=window_start) == 1
+    assert store.append_audit([event], max_len=10, min_time_ms=window_start) == 0
+    time.sleep(1.1)
+    assert store.append_audit([event], max_len=10, min_time_ms=None) == 1
+
+
+def test_concurrent_appends_of_the_same_events_append_each_once(store: Store) -> None:
+    sent = _events(50)
+
+    def append(offset: int) -> int:
+        rotated = sent[offset:] + sent[:offset]
+        return sum(
+            store.append_audit(rotated[i : i + 5], max_len=1000, min_time_ms=None)
+            for i in range(0, 50, 5)
+        )
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        added = list(pool.map(append, range(0, 40, 5)))
+    assert sum(added) == 50
+    stored = [event["event_id"] for _, event in _read_all(store)]
+    assert sorted(stored) == sorted(e["event_id"] for e in sent)  # type: ignore[type-var]
+
+
+@pytest.mark.parametrize(
+    ("events", "message"),
+    [
+        ([{"event_id": "ok"}, {"seq": 1}], "audit event 1 has no string event_id"),
+        ([{"event_id": 7}], "audit event 0 has no string event_id"),
+        ([{"event_id": ""}], "audit event 0 has no string event_id"),
+        ([{"event_id": "ok"}, {"event_id": "bad", "x": {1, 2}}], "audit event bad is not JSON"),
+        ([{"event_id": "nan", "x": float("nan")}], "audit event nan is not JSON"),
+    ],
+)
+def test_append_audit_refuses_bad_events_whole(
+    store: Store, events: list[dict[str, object]], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        store.append_audit(events, max_len=10, min_time_ms=None)
+    assert store.audit_length() == 0
+    assert store.append_audit([{"event_id": "ok"}], max_len=10, min_time_ms=None) == 1
+
+
+@pytest.mark.parametrize("after", ["", "abc", "1-2-3", "-1", "(5"])
+def test_read_audit_refuses_a_bad_stream_id(store: Store, after: str) -> None:
+    with pytest.raises(ValueError, match="not an audit stream id"):
+        store.read_audit(after)
+
+
+def test_audit_limits_are_checked(store: Store) -> None:
+    with pytest.raises(ValueError, match="max_len"):
+        store.append_audit([{"event_id": "a"}], max_len=0, min_time_ms=None)
+    with pytest.raises(ValueError, match="min_time_ms"):
+        store.append_audit([{"event_id": "a"}], max_len=1, min_time_ms=-1)
+    with pytest.raises(ValueError, match="count"):
+        store.read_audit("0", 0)
+
+
+def test_audit_events_come_back_as_json_values(store: Store) -> None:
+    event = {"event_id": "j", "tuple": (1, 2), "text": "é\u2028", "none": None, "ok": True}
+    store.append_audit([event], max_len=10, min_time_ms=None)
+    [(_, back)] = store.read_audit()
+    assert back == {**event, "tuple": [1, 2]}
+
+
+def test_stores_do_not_share_audit_streams(make_store: Callable[[], Store]) -> None:
+    one, other = make_store(), make_store()
+    one.append_audit(_events(3), max_len=10, min_time_ms=None)
+    assert other.audit_length() == 0
+    assert other.append_audit(_events(3), max_len=10, min_time_ms=None) == 3
+
+
+@pytest.mark.redis
+def test_redis_audit_key_layout(
+    redis_server_url: str, redis_client: redis.Redis[str]
+) -> None:
+    prefix = _prefix()
+    store = RedisStore.from_url(redis_server_url, prefix=prefix)
+    try:
+        an_hour_ago = int(time.time() * 1000) - HOUR * 1000
+        store.append_audit([{"event_id": "a"}], max_len=10, min_time_ms=an_hour_ago)
+        store.append_audit([{"event_id": "b"}], max_len=10, min_time_ms=None)
+    finally:
+        store.close()
+
+    assert sorted(redis_client.scan_iter(match=f"{prefix}*")) == [
+        f"{prefix}audit",
+        f"{prefix}audit-seen:a",
+        f"{prefix}audit-seen:b",
+    ]
+    assert redis_client.execute_command("TYPE", f"{prefix}audit") == "stream"
+    assert [fields for _, fields in redis_client.xrange(f"{prefix}audit")] == [
+        {"event": '{"event_id":"a"}'},
+        {"event": '{"event_id":"b"}'},
+    ]
+    assert HOUR - 2 <= redis_client.ttl(f"{prefix}audit-seen:a") <= HOUR + 1
+    assert 7 * 86400 - 2 <= redis_client.ttl(f"{prefix}audit-seen:b") <= 7 * 86400
+
+
+@pytest.mark.redis
+def test_redis_append_audit_is_one_round_trip(
+    redis_server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = RedisStore.from_url(redis_server_url, prefix=_prefix())
+    store.append_audit(_events(1, "warm"), max_len=10, min_time_ms=None)  # loads the script
+    sent: list[object] = []
+    execute = store._client.execute_command
+
+    def counting(*args: Any, **options: Any) -> Any:
+        sent.append(args[0])
+        return execute(*args, **options)
+
+    monkeypatch.setattr(store._client, "execute_command", counting)
+    try:
+        assert store.append_audit(_events(20), max_len=10, min_time_ms=1) == 20
+    finally:
+        store.close()
+    assert sent == ["EVALSHA"]

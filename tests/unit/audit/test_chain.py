@@ -1,0 +1,296 @@
+from __future__ import annotations
+
+import base64
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from authsvc.audit import MemoryAuditLog
+from authsvc.audit.chain import CHECKPOINT_TYPE, ChainedAuditLog, checkpoint_payload
+from authsvc.audit.schema import GENESIS, SCHEMA, event_hash
+from authsvc.tokens import KeyRing, generate_key
+
+WRITER = "host-a:101"
+
+
+class Clock:
+    def __init__(self, now: float = 1_795_840_970.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FlakySink:
+    """A sink that refuses while ``down`` or while ``refuse`` says so."""
+
+    def __init__(self, refuse: Callable[[Mapping[str, Any]], bool] = lambda e: False) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.down = False
+        self.refuse = refuse
+
+    def record(self, event: Mapping[str, Any]) -> None:
+        if self.down or self.refuse(event):
+            raise OSError("disk full")
+        self.events.append(dict(event))
+
+
+def decision(n: int) -> dict[str, Any]:
+    return {"event_id": f"ev-{n}", "time": 1000 + n, "type": "token.issue", "outcome": "success"}
+
+
+@pytest.fixture
+def make_ring(tmp_path: Path) -> Callable[[str], KeyRing]:
+    def make(algorithm: str = "ES256") -> KeyRing:
+        generate_key(tmp_path / "keys", algorithm)
+        return KeyRing.load(tmp_path / "keys")
+
+    return make
+
+
+@pytest.fixture
+def ring(make_ring: Callable[[str], KeyRing]) -> KeyRing:
+    return make_ring("ES256")
+
+
+def checkpoints(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if e["type"] == CHECKPOINT_TYPE]
+
+
+def test_fills_schema_writer_seq_and_chain() -> None:
+    sink = MemoryAuditLog()
+    log = ChainedAuditLog(sink, writer=WRITER, signer=None)
+    original = decision(1)
+    for n in (1, 2, 3):
+        log.record(decision(n) if n > 1 else original)
+
+    assert "seq" not in original and "chain" not in original  # the caller's dict is untouched
+    prev = GENESIS
+    for seq, event in enumerate(sink.events, 1):
+        assert event["schema"] == SCHEMA
+        assert event["writer"] == WRITER
+        assert event["seq"] == seq
+        assert event["chain"]["prev"] == prev
+        assert event["chain"]["hash"] == event_hash(event)
+        prev = event["chain"]["hash"]
+    assert checkpoints(sink.events) == []  # no signer: a bare chain
+
+
+def test_a_given_schema_is_kept_and_a_foreign_writer_replaced() -> None:
+    sink = MemoryAuditLog()
+    log = ChainedAuditLog(sink, writer=WRITER, signer=None)
+    log.record({**decision(1), "schema": "authsvc.audit/9", "writer": "someone-else:1"})
+    assert sink.events[0]["schema"] == "authsvc.audit/9"
+    assert sink.events[0]["writer"] == WRITER
+
+
+def test_a_refused_event_leaves_no_gap() -> None:
+    sink = FlakySink()
+    log = ChainedAuditLog(sink, writer=WRITER, signer=None)
+    log.record(decision(1))
+    sink.down = True
+    with pytest.raises(OSError, match="disk full"):
+        log.record(decision(2))
+    sink.down = False
+    log.record(decision(3))
+
+    assert [(e["event_id"], e["seq"]) for e in sink.events] == [("ev-1", 1), ("ev-3", 2)]
+    assert sink.events[1]["chain"]["prev"] == sink.events[0]["chain"]["hash"]
+
+
+def test_an_event_without_a_canonical_form_is_refused_before_the_sink() -> None:
+    sink = MemoryAuditLog()
+    log = ChainedAuditLog(sink, writer=WRITER, signer=None)
+    with pytest.raises(ValueError, match="floats"):
+        log.record({**decision(1), "time": 1.5})
+    log.record(decision(2))
+    assert [e["seq"] for e in sink.events] == [1]
+
+
+def test_callers_cannot_write_checkpoints() -> None:
+    log = ChainedAuditLog(MemoryAuditLog(), writer=WRITER, signer=None)
+    with pytest.raises(ValueError, match="written by the chain"):
+        log.record({**decision(1), "type": CHECKPOINT_TYPE})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("writer", ""), ("checkpoint_every", 0), ("checkpoint_seconds", 0)],
+)
+def test_settings_are_checked(field: str, value: Any) -> None:
+    settings: dict[str, Any] = {"writer": WRITER, "signer": None, field: value}
+    with pytest.raises(ValueError, match=f"^{field}:"):
+        ChainedAuditLog(MemoryAuditLog(), **settings)
+
+
+def test_checkpoint_every_n_events(ring: KeyRing) -> None:
+    sink = MemoryAuditLog()
+    log = ChainedAuditLog(
+        sink, writer=WRITER, signer=lambda: ring.signing_key, checkpoint_every=3, clock=Clock()
+    )
+    for n in range(1, 8):
+        log.record(decision(n))
+
+    types = ["cp" if e["type"] == CHECKPOINT_TYPE else e["seq"] for e in sink.events]
+    assert types == [1, 2, 3, "cp", 5, 6, 7, "cp", 9]
+    first, second = checkpoints(sink.events)
+    assert first["seq"] == 4 and second["seq"] == 8
+    assert first["outcome"] == "success" and first["reason"] == "CHECKPOINT"
+    assert first["chain"]["hash"] == event_hash(first)
+    body = second["checkpoint"]
+    assert (body["first_seq"], body["last_seq"], body["count"]) == (5, 7, 3)
+    assert body["last_hash"] == sink.events[6]["chain"]["hash"] == second["chain"]["prev"]
+    key = ring.signing_key
+    assert (body["key_id"], body["kid"], body["algorithm"]) == (
+        key.id,
+        key.libtrust_kid,
+        "ES256",
+    )
+
+
+def test_checkpoint_after_t_seconds(ring: KeyRing) -> None:
+    clock = Clock()
+    sink = MemoryAuditLog()
+    log = ChainedAuditLog(
+        sink, writer=WRITER, signer=lambda: ring.signing_key, checkpoint_seconds=60, clock=clock
+    )
+    log.record(decision(1))
+    clock.now += 59
+    log.record(decision(2))
+    assert checkpoints(sink.events) == []
+    clock.now += 1
+    log.record(decision(3))
+    (cp,) = checkpoints(sink.events)
+    assert cp["seq"] == 4
+    assert cp["time"] == int(clock.now * 1000)
+    assert (cp["checkpoint"]["first_seq"], cp["checkpoint"]["last_seq"]) == (1, 3)
+    clock.now += 30
+    log.record(decision(4))  # 30 s since that checkpoint
+    assert len(checkpoints(sink.events)) == 1
+    clock.now += 30
+    log.record(decision(5))
+    assert [e["seq"] for e in checkpoints(sink.events)] == [4, 7]
+    assert checkpoints(sink.events)[1]["checkpoint"]["first_seq"] == 5
+
+
+@pytest.mark.parametrize("algorithm", ["ES256", "RS256"])
+def test_signature_verifies_with_the_certificate(
+    make_ring: Callable[[str], KeyRing], algorithm: str
+) -> None:
+    ring = make_ring(algorithm)
+    sink = MemoryAuditLog()
+    log = ChainedAuditLog(sink, writer=WRITER, signer=lambda: ring.signing_key, checkpoint_every=2)
+    log.record(decision(1))
+    log.record(decision(2))
+    (cp,) = checkpoints(sink.events)
+    body = cp["checkpoint"]
+    assert body["algorithm"] == algorithm
+    signature = base64.urlsafe_b64decode(body["signature"] + "=" * (-len(body["signature"]) % 4))
+    payload = checkpoint_payload(WRITER, 1, 2, sink.events[1]["chain"]["hash"])
+    assert payload == (
+        b'{"first_seq":1,"last_hash":"'
+        + sink.events[1]["chain"]["hash"].encode()
+        + b'","last_seq":2,"writer":"host-a:101"}'
+    )
+    public = ring.signing_key.certificate.public_key()
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        public.verify(signature, payload, ec.ECDSA(hashes.SHA256()))  # DER-encoded
+    else:
+        assert isinstance(public, rsa.RSAPublicKey)
+        public.verify(signature, payload, padding.PKCS1v15(), hashes.SHA256())
+
+
+def test_a_failed_checkpoint_is_retried_with_the_next_event(ring: KeyRing) -> None:
+    sink = FlakySink(refuse=lambda e: e["type"] == CHECKPOINT_TYPE)
+    log = ChainedAuditLog(sink, writer=WRITER, signer=lambda: ring.signing_key, checkpoint_every=2)
+    log.record(decision(1))
+    log.record(decision(2))  # its checkpoint is refused; the event itself stands
+    log.record(decision(3))
+    assert [e["seq"] for e in sink.events] == [1, 2, 3]
+
+    sink.refuse = lambda e: False
+    log.record(decision(4))
+    assert [e["seq"] for e in sink.events] == [1, 2, 3, 4, 5]
+    cp = sink.events[4]["checkpoint"]
+    assert (cp["first_seq"], cp["last_seq"], cp["count"]) == (1, 4, 4)
+
+
+def test_a_failing_signer_does_not_fail_the_event(ring: KeyRing) -> None:
+    broken = True
+
+    def signer() -> Any:
+        if broken:
+            raise RuntimeError("key ring unavailable")
+        return ring.signing_key
+
+    sink = MemoryAuditLog()
+    log = ChainedAuditLog(sink, writer=WRITER, signer=signer, checkpoint_every=1)
+    log.record(decision(1))
+    broken = False
+    log.record(decision(2))
+    assert [e["type"] for e in sink.events] == ["token.issue", "token.issue", CHECKPOINT_TYPE]
+
+
+def test_close_writes_a_final_checkpoint_only_if_needed(ring: KeyRing) -> None:
+    sink = MemoryAuditLog()
+    log = ChainedAuditLog(sink, writer=WRITER, signer=lambda: ring.signing_key, checkpoint_every=2)
+    for n in (1, 2, 3):
+        log.record(decision(n))
+    log.close()
+    assert [e["seq"] for e in checkpoints(sink.events)] == [3, 5]
+    assert checkpoints(sink.events)[1]["checkpoint"]["first_seq"] == 4
+    log.close()
+    assert len(sink.events) == 5
+    with pytest.raises(RuntimeError, match="closed"):
+        log.record(decision(4))
+
+    quiet = MemoryAuditLog()
+    idle = ChainedAuditLog(quiet, writer=WRITER, signer=lambda: ring.signing_key)
+    idle.close()
+    assert quiet.events == []
+
+
+def test_close_raises_when_the_final_checkpoint_cannot_be_written(ring: KeyRing) -> None:
+    sink = FlakySink()
+    log = ChainedAuditLog(sink, writer=WRITER, signer=lambda: ring.signing_key)
+    log.record(decision(1))
+    sink.down = True
+    with pytest.raises(OSError):
+        log.close()
+    sink.down = False
+    log.close()  # not closed yet: it tries again
+    assert [e["type"] for e in sink.events] == ["token.issue", CHECKPOINT_TYPE]
+
+
+def test_concurrent_records_make_one_contiguous_chain(ring: KeyRing) -> None:
+    sink = MemoryAuditLog()
+    log = ChainedAuditLog(sink, writer=WRITER, signer=lambda: ring.signing_key, checkpoint_every=50)
+    start = threading.Barrier(8)
+
+    def work(thread: int) -> None:
+        start.wait()
+        for n in range(100):
+            log.record(decision(thread * 1000 + n))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    events = sink.events
+    data = [e for e in events if e["type"] != CHECKPOINT_TYPE]
+    assert len(data) == 800
+    assert len({e["event_id"] for e in data}) == 800
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    prev = GENESIS
+    for event in events:
+        assert event["chain"]["prev"] == prev
+        assert event["chain"]["hash"] == event_hash(event)
+        prev = event["chain"]["hash"]
+    assert len(checkpoints(events)) == 16
