@@ -72,6 +72,7 @@ def serve(config: Path | None, bind: str, workers: int, threads: int) -> None:
             "no configuration given (--config or AUTHSVC_CONFIG): running the EMBEDDED "
             "DEFAULT, for trying authsvc out — not for production.",
             "  storage:  memory:// (one process; sessions are lost on restart)",
+            f"  audit:    {settings.audit.file.path}",
             f"  keys:     {settings.keys.dir}"
             + (f" (generated development key {generated.id})" if generated else ""),
             f"  service:  {settings.services[0]}   realm: http://{bind}/token",
