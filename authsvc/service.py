@@ -164,7 +164,10 @@ class TokenService:
                 subject=identity.subject,
                 audience=service,
                 access=[s.to_access() for s in granted],
-                ttl=auth.token_ttl or self.settings.token_ttl,
+                ttl=min(
+                    auth.token_ttl or self.settings.token_ttl,
+                    decision.token_ttl or self.settings.token_ttl,
+                ),
                 now=now,
             )
             refresh = self._refresh_token(request, auth, now)

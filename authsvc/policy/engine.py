@@ -164,6 +164,8 @@ class Decision:
     scopes: tuple[ScopeDecision, ...]
     matched_rules: tuple[str, ...]
     policy: str
+    #: The shortest ``token_ttl`` of the matched rules that set one.
+    token_ttl: int | None = None
 
     @property
     def granted(self) -> list[Scope]:
@@ -208,10 +210,12 @@ class Policy:
             )
             for r in rules
         ]
+        ttls = [r.rule.token_ttl for r in rules if r.rule.token_ttl is not None]
         return Decision(
             tuple(self._decide_one(expanded, scope) for scope in scopes),
             tuple(r.rule.id for r in rules),
             self.digest,
+            min(ttls) if ttls else None,
         )
 
     @staticmethod

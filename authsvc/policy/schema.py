@@ -216,6 +216,8 @@ class Rule(_Model):
     match: Match
     allow: tuple[AccessEntry, ...] = ()
     deny: tuple[AccessEntry, ...] = ()
+    #: Caps the lifetime of tokens granted while this rule matches (seconds).
+    token_ttl: Annotated[StrictInt, Field(ge=60, le=86400)] | None = None
 
     @field_validator("id")
     @classmethod

@@ -46,16 +46,26 @@ def github_claims(**extra: Any) -> dict[str, Any]:
 def config(keys_dir: Path, issuer: TestIssuer, **issuer_extra: Any) -> dict[str, Any]:
     data = base_config(keys_dir)
     data["identities"]["oidc"] = {
-        "gh": {"preset": "github-actions", "issuer": issuer.url, "audience": AUDIENCE,
-               "algorithms": ["RS256", "ES256"], **issuer_extra},
+        "gh": {
+            "preset": "github-actions",
+            "issuer": issuer.url,
+            "audience": AUDIENCE,
+            "algorithms": ["RS256", "ES256"],
+            **issuer_extra,
+        },
     }
-    data["rules"].append({
-        "id": "ci-push",
-        "match": {"provider": "gh", "claims": {"repository_owner_id": OWNER_ID,
-                                               "runner_environment": "github-hosted"}},
-        "allow": [{"repository": "ci/${claims.repository|lower}/**",
-                   "actions": ["pull", "push"]}],
-    })
+    data["rules"].append(
+        {
+            "id": "ci-push",
+            "match": {
+                "provider": "gh",
+                "claims": {"repository_owner_id": OWNER_ID, "runner_environment": "github-hosted"},
+            },
+            "allow": [
+                {"repository": "ci/${claims.repository|lower}/**", "actions": ["pull", "push"]}
+            ],
+        }
+    )
     return data
 
 
@@ -63,11 +73,13 @@ MakeOidc = Callable[..., Harness]
 
 
 @pytest.fixture
-def make_oidc(make_harness: MakeHarness, keys_dir: Path, tmp_path: Path,
-              issuer: TestIssuer) -> MakeOidc:
+def make_oidc(
+    make_harness: MakeHarness, keys_dir: Path, tmp_path: Path, issuer: TestIssuer
+) -> MakeOidc:
     def make(*, store: Store | None = None, **issuer_extra: Any) -> Harness:
-        settings = parse_settings(config(keys_dir, issuer, **issuer_extra), base_dir=tmp_path,
-                                  environ={})
+        settings = parse_settings(
+            config(keys_dir, issuer, **issuer_extra), base_dir=tmp_path, environ={}
+        )
         return make_harness(settings, store=store)
 
     return make
@@ -83,10 +95,16 @@ def mint(h: Harness, issuer: TestIssuer, **claims: Any) -> str:
 
 
 def exchange(h: Harness, token: str, scope: str = "repository:ci/acme/app/cache:pull,push") -> Any:
-    return h.client.post("/token", data={
-        "grant_type": EXCHANGE, "subject_token": token, "subject_token_type": ID_TOKEN,
-        "service": SERVICE, "scope": scope,
-    })
+    return h.client.post(
+        "/token",
+        data={
+            "grant_type": EXCHANGE,
+            "subject_token": token,
+            "subject_token_type": ID_TOKEN,
+            "service": SERVICE,
+            "scope": scope,
+        },
+    )
 
 
 def access(token: str) -> list[dict[str, Any]]:
@@ -105,15 +123,17 @@ def last_event(h: Harness) -> dict[str, Any]:
 def test_exchange_returns_a_scoped_token_and_a_session_credential(
     h: Harness, issuer: TestIssuer
 ) -> None:
-    r = exchange(h, mint(h, issuer),
-                 "repository:ci/acme/app/cache:pull,push repository:ci/other/x:push")
+    r = exchange(
+        h, mint(h, issuer), "repository:ci/acme/app/cache:pull,push repository:ci/other/x:push"
+    )
     assert r.status_code == 200, r.get_json()
     body = r.get_json()
     assert body["issued_token_type"] == "urn:ietf:params:oauth:token-type:access_token"
     assert body["token_type"] == "Bearer"
     assert body["scope"] == "repository:ci/acme/app/cache:pull,push"
     assert access(body["token"]) == [
-        {"type": "repository", "name": "ci/acme/app/cache", "actions": ["pull", "push"]}]
+        {"type": "repository", "name": "ci/acme/app/cache", "actions": ["pull", "push"]}
+    ]
     assert body["refresh_token"].startswith("asr_")
     minted = jwt.decode(body["token"], options={"verify_signature": False})
     assert minted["exp"] - minted["iat"] == 300
@@ -144,9 +164,19 @@ def test_twenty_concurrent_exchanges_of_one_token_one_succeeds(
     token = mint(h, issuer)
 
     def attempt(_: int) -> int:
-        return int(h.app.test_client().post("/token", data={
-            "grant_type": EXCHANGE, "subject_token": token, "subject_token_type": ID_TOKEN,
-            "service": SERVICE}).status_code)
+        return int(
+            h.app.test_client()
+            .post(
+                "/token",
+                data={
+                    "grant_type": EXCHANGE,
+                    "subject_token": token,
+                    "subject_token_type": ID_TOKEN,
+                    "service": SERVICE,
+                },
+            )
+            .status_code
+        )
 
     with ThreadPoolExecutor(max_workers=20) as pool:
         statuses = sorted(pool.map(attempt, range(20)))
@@ -159,9 +189,14 @@ def test_twenty_concurrent_exchanges_of_one_token_one_succeeds(
     [
         ({"subject_token_type": ID_TOKEN}, "a token exchange needs 'subject_token'"),
         ({"subject_token": "x", "subject_token_type": "urn:x"}, "subject_token_type must be"),
-        ({"subject_token": "x", "subject_token_type": ID_TOKEN,
-          "requested_token_type": "urn:ietf:params:oauth:token-type:refresh_token"},
-         "requested_token_type must be"),
+        (
+            {
+                "subject_token": "x",
+                "subject_token_type": ID_TOKEN,
+                "requested_token_type": "urn:ietf:params:oauth:token-type:refresh_token",
+            },
+            "requested_token_type must be",
+        ),
     ],
 )
 def test_malformed_exchanges_are_refused(h: Harness, form: dict[str, str], message: str) -> None:
@@ -176,11 +211,14 @@ def test_malformed_exchanges_are_refused(h: Harness, form: dict[str, str], messa
 def test_session_credential_outlives_the_oidc_token(h: Harness, issuer: TestIssuer) -> None:
     session = exchange(h, mint(h, issuer)).get_json()["refresh_token"]
     h.clock.advance(600)  # the OIDC token (5 minutes) has expired
-    r = h.client.get(f"/token?service={SERVICE}&scope=repository:ci/acme/app/img:push",
-                     headers=basic("<token>", session))
+    r = h.client.get(
+        f"/token?service={SERVICE}&scope=repository:ci/acme/app/img:push",
+        headers=basic("<token>", session),
+    )
     assert r.status_code == 200, r.get_json()
     assert access(r.get_json()["token"]) == [
-        {"type": "repository", "name": "ci/acme/app/img", "actions": ["push"]}]
+        {"type": "repository", "name": "ci/acme/app/img", "actions": ["push"]}
+    ]
     h.clock.advance(900)  # past the session's 15 minutes
     r = h.client.get(f"/token?service={SERVICE}", headers=basic("<token>", session))
     assert r.status_code == 401
@@ -194,8 +232,10 @@ def test_session_is_decided_against_current_rules(
     data = config(keys_dir, issuer)
     data["rules"] = [r for r in data["rules"] if r["id"] != "ci-push"]
     h.app.extensions["authsvc"].reload(parse_settings(data, base_dir=tmp_path, environ={}))
-    r = h.client.get(f"/token?service={SERVICE}&scope=repository:ci/acme/app/img:push",
-                     headers=basic("<token>", session))
+    r = h.client.get(
+        f"/token?service={SERVICE}&scope=repository:ci/acme/app/img:push",
+        headers=basic("<token>", session),
+    )
     assert r.status_code == 200
     assert access(r.get_json()["token"]) == []
 
@@ -205,7 +245,8 @@ def test_session_stops_when_its_issuer_is_removed(
 ) -> None:
     session = exchange(h, mint(h, issuer)).get_json()["refresh_token"]
     h.app.extensions["authsvc"].reload(
-        parse_settings(base_config(keys_dir), base_dir=tmp_path, environ={}))
+        parse_settings(base_config(keys_dir), base_dir=tmp_path, environ={})
+    )
     r = h.client.get(f"/token?service={SERVICE}", headers=basic("<token>", session))
     assert r.status_code == 401
     assert "no longer exists" in r.get_json()["errors"][0]["message"]
@@ -217,8 +258,10 @@ def test_session_stops_when_its_issuer_is_removed(
 def test_token_as_password_is_reusable_byte_for_byte(h: Harness, issuer: TestIssuer) -> None:
     token = mint(h, issuer)
     for reuse in (False, True, True):
-        r = h.client.get(f"/token?service={SERVICE}&scope=repository:ci/acme/app/img:pull",
-                         headers=basic("ci", token))
+        r = h.client.get(
+            f"/token?service={SERVICE}&scope=repository:ci/acme/app/img:pull",
+            headers=basic("ci", token),
+        )
         assert r.status_code == 200, r.get_json()
         assert access(r.get_json()["token"])[0]["actions"] == ["pull"]
         assert last_event(h)["actor"].get("reuse", False) is reuse
@@ -253,8 +296,10 @@ def test_reuse_works_across_workers_through_the_store(
     worker_a = make_oidc(store=RedisStore.from_url(redis_server_url, prefix=prefix))
     worker_b = make_oidc(store=RedisStore.from_url(redis_server_url, prefix=prefix))
     token = mint(worker_a, issuer)
-    assert worker_a.client.get(f"/token?service={SERVICE}",
-                               headers=basic("ci", token)).status_code == 200
+    assert (
+        worker_a.client.get(f"/token?service={SERVICE}", headers=basic("ci", token)).status_code
+        == 200
+    )
     r = worker_b.client.get(f"/token?service={SERVICE}", headers=basic("ci", token))
     assert r.status_code == 200
     assert last_event(worker_b)["actor"]["reuse"] is True
@@ -262,12 +307,15 @@ def test_reuse_works_across_workers_through_the_store(
 
 
 def test_offline_login_with_a_token_returns_a_session(h: Harness, issuer: TestIssuer) -> None:
-    r = h.client.get(f"/token?service={SERVICE}&offline_token=true&client_id=docker",
-                     headers=basic("ci", mint(h, issuer)))
+    r = h.client.get(
+        f"/token?service={SERVICE}&offline_token=true&client_id=docker",
+        headers=basic("ci", mint(h, issuer)),
+    )
     assert r.status_code == 200
     session = r.get_json()["refresh_token"]
     listed = h.app.extensions["authsvc"].service._sessions.list(
-        "gh", "repo:Acme/App:ref:refs/heads/main", now=int(h.clock()))
+        "gh", "repo:Acme/App:ref:refs/heads/main", now=int(h.clock())
+    )
     assert [s.expires_at - s.created for s in listed] == [900]
     assert session.startswith("asr_")
 
@@ -279,20 +327,23 @@ def test_offline_login_with_a_token_returns_a_session(h: Harness, issuer: TestIs
     ("claims", "granted"),
     [
         ({}, True),
-        ({"event_name": "pull_request_target"}, False),          # implicit condition
-        ({"repository_owner_id": "66"}, False),                  # another owner, same names
-        ({"runner_environment": "self-hosted"}, False),          # rule requires GitHub-hosted
-        ({"repository_owner_id": 65}, False),                    # a number is not a string
-        ({"repository_owner_id": ["65"]}, False),                # nor a list
-        ({"repository": "Acme/App/../Admin"}, False),            # escaped, never a pattern
+        ({"event_name": "pull_request_target"}, False),  # implicit condition
+        ({"repository_owner_id": "66"}, False),  # another owner, same names
+        ({"runner_environment": "self-hosted"}, False),  # rule requires GitHub-hosted
+        ({"repository_owner_id": 65}, False),  # a number is not a string
+        ({"repository_owner_id": ["65"]}, False),  # nor a list
+        ({"repository": "Acme/App/../Admin"}, False),  # escaped, never a pattern
         ({"repository": "*"}, False),
     ],
 )
-def test_claims_decide(h: Harness, issuer: TestIssuer, claims: dict[str, Any],
-                       granted: bool) -> None:
+def test_claims_decide(
+    h: Harness, issuer: TestIssuer, claims: dict[str, Any], granted: bool
+) -> None:
     token = issuer.mint(github_claims(**claims), iat=int(h.clock()))
-    r = h.client.get(f"/token?service={SERVICE}&scope=repository:ci/acme/app/img:push",
-                     headers=basic("ci", token))
+    r = h.client.get(
+        f"/token?service={SERVICE}&scope=repository:ci/acme/app/img:push",
+        headers=basic("ci", token),
+    )
     assert r.status_code == 200, r.get_json()
     assert bool(access(r.get_json()["token"])) is granted
 
@@ -305,8 +356,10 @@ def test_a_renamed_repository_keeps_its_id_rule(
     data["rules"][-1]["allow"] = [{"repository": "ci/app/**", "actions": ["push"]}]
     h = make_harness(parse_settings(data, base_dir=tmp_path, environ={}))
     same_name_other_id = issuer.mint(github_claims(repository_id="999"), iat=int(h.clock()))
-    r = h.client.get(f"/token?service={SERVICE}&scope=repository:ci/app/x:push",
-                     headers=basic("ci", same_name_other_id))
+    r = h.client.get(
+        f"/token?service={SERVICE}&scope=repository:ci/app/x:push",
+        headers=basic("ci", same_name_other_id),
+    )
     assert access(r.get_json()["token"]) == []
 
 
@@ -355,3 +408,19 @@ def test_basic_auth_with_a_jwt_password_never_reaches_bcrypt(
     r = h.client.get(f"/token?service={SERVICE}", headers=basic("alice", forged))
     assert r.status_code == 401
     assert h.audit.events[-1]["reason"] == "INVALID_SIGNATURE"
+
+
+def test_a_rule_can_shorten_the_tokens_it_grants(
+    make_harness: MakeHarness, keys_dir: Path, tmp_path: Path, issuer: TestIssuer
+) -> None:
+    data = config(keys_dir, issuer)
+    data["rules"][-1]["token_ttl"] = 90
+    h = make_harness(parse_settings(data, base_dir=tmp_path, environ={}))
+    token = issuer.mint(github_claims(), iat=int(h.clock()))
+    r = h.client.get(
+        f"/token?service={SERVICE}&scope=repository:ci/acme/app/img:pull",
+        headers=basic("ci", token),
+    )
+    minted = jwt.decode(r.get_json()["token"], options={"verify_signature": False})
+    assert minted["exp"] - minted["iat"] == 90
+    assert r.get_json()["expires_in"] == 90
