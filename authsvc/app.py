@@ -39,6 +39,7 @@ from authsvc.identity.static import StaticUsers
 from authsvc.service import TokenService
 from authsvc.store import Store, open_store
 from authsvc.tokens import KeyRing, TokenMinter
+from authsvc.web import audit as web_audit
 from authsvc.web import errors as web_errors
 from authsvc.web import health, keys, policy, token
 
@@ -273,6 +274,6 @@ def create_app(settings: Settings, *, deps: Dependencies | None = None) -> Flask
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["authsvc"] = runtime
     web_errors.init_app(app)
-    for blueprint in (token.bp, health.bp, keys.bp, policy.bp):
+    for blueprint in (token.bp, health.bp, keys.bp, policy.bp, web_audit.bp):
         app.register_blueprint(blueprint)
     return app

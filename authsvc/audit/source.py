@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from authsvc.audit.verify import read_jsonl
+from authsvc.config import Settings
 from authsvc.errors import InvalidScope
 from authsvc.scopes import parse_scope
 from authsvc.store import Store
 
-__all__ = ["Filter", "file_events", "parse_when", "store_events"]
+__all__ = ["Filter", "file_events", "live_events", "parse_when", "store_events"]
 
 PAGE = 1000
 
@@ -39,6 +40,16 @@ def store_events(store: Store) -> Iterator[dict[str, Any]]:
             after = stream_id
         if len(page) < PAGE:
             return
+
+
+def live_events(settings: Settings, store: Store | None) -> Iterator[dict[str, Any]]:
+    """The configured sink's events, oldest first: the store's audit stream
+    (``audit.sink: redis``, read from ``store``) or the JSON Lines files."""
+    if settings.audit.sink == "redis":
+        if store is None:
+            raise ValueError("audit.sink is redis: reading the audit trail needs the store")
+        return store_events(store)
+    return file_events(settings.audit.file.path)
 
 
 def parse_when(text: str) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from authsvc.audit.source import Filter, file_events, parse_when, store_events
+from authsvc.audit.source import Filter, live_events, parse_when
 from authsvc.audit.verify import public_keys, read_jsonl, verify_events
 from authsvc.cli.common import config_option, fail, load_config, main
 from authsvc.config import Settings
@@ -24,12 +24,13 @@ def audit_group() -> None:
 
 
 def _live_events(settings: Settings) -> Iterator[dict[str, Any]]:
+    store = None
     if settings.audit.sink == "redis":
         if settings.storage.startswith("memory://"):
             fail("the memory:// store lives inside the server process; read the audit "
-                 "trail from a redis:// store or a file", 2)
-        return store_events(open_store(settings.storage))
-    return file_events(settings.audit.file.path)
+                 "trail from a redis:// store or a file (or GET /audit/export)", 2)
+        store = open_store(settings.storage)
+    return live_events(settings, store)
 
 
 @audit_group.command("verify")

@@ -100,9 +100,20 @@ def pem_loads(value: bytes) -> str:
     return value.decode("ascii")
 
 
+def text_loads(value: bytes) -> str:
+    """The audit export (JSON Lines, CSV) is UTF-8 text, validated as a string."""
+    return value.decode("utf-8")
+
+
 @pytest.fixture(scope="module")
 def openapi() -> OpenAPI:
-    config = Config(extra_media_type_deserializers={"application/x-pem-file": pem_loads})
+    config = Config(
+        extra_media_type_deserializers={
+            "application/x-pem-file": pem_loads,
+            "application/x-ndjson": text_loads,
+            "text/csv": text_loads,
+        }
+    )
     return OpenAPI.from_file_path(str(SPEC_PATH), config=config)
 
 
@@ -152,6 +163,9 @@ def test_spec_is_a_valid_openapi_3_1_document(spec_dict: dict[str, Any]) -> None
     assert explain["requestBody"]["required"] is True
     request_schema = spec_dict["components"]["schemas"]["ExplainRequest"]
     assert request_schema["additionalProperties"] is False
+    export = spec_dict["paths"]["/audit/export"]["get"]
+    assert export["security"] == [{"basicAuth": []}]
+    assert set(export["responses"]["200"]["content"]) == {"application/x-ndjson", "text/csv"}
 
 
 def _examples(node: Any, at: tuple[str, ...] = ()) -> Iterator[tuple[str, Any, str]]:
@@ -1357,6 +1371,97 @@ def test_jwks(openapi: OpenAPI, client: FlaskClient, settings: Settings) -> None
     assert [key["kid"] for key in c.json["keys"]] == [k.thumbprint for k in ring.published]
 
 
+# -- GET /audit/export ----------------------------------------------------------------------
+
+
+def export_get(
+    client: FlaskClient, query: Query | None = None, auth: str | None = ADMIN_AUTH
+) -> Call:
+    return call(
+        client, "GET", "/audit/export", query=query,
+        headers={"Authorization": auth} if auth else None,
+    )
+
+
+@pytest.fixture
+def audited_client(base_dir: Path) -> FlaskClient:
+    """An app whose audit sink is its (memory) store, with a few decisions recorded."""
+    data = {**config_data(base_dir), "audit": {"sink": "redis"}}
+    app = create_app(
+        parse_settings(data, base_dir=base_dir), deps=Dependencies(store=MemoryStore())
+    )
+    client = app.test_client()
+    token_get(client, [("service", SERVICE), ("scope", "repository:team/app:pull")], USER_AUTH)
+    token_get(client, [("service", SERVICE)], basic(USER, "wrong"))
+    return client
+
+
+@pytest.mark.parametrize(
+    ("query", "mimetype"),
+    [
+        ([], "application/x-ndjson"),
+        ([("format", "ocsf"), ("outcome", "failure")], "application/x-ndjson"),
+        ([("format", "ecs"), ("since", "2020-01-01T00:00:00Z")], "application/x-ndjson"),
+        ([("format", "csv"), ("actor", USER), ("repository", "team/app")], "text/csv"),
+        ([("format", "jsonl"), ("until", "1")], "application/x-ndjson"),
+    ],
+    ids=["jsonl", "ocsf-failures", "ecs-since", "csv-filtered", "empty"],
+)
+def test_export(
+    openapi: OpenAPI, audited_client: FlaskClient, query: Query, mimetype: str
+) -> None:
+    c = export_get(audited_client, query)
+    openapi.validate_request(c.request)
+    assert c.status == 200
+    assert c.response.mimetype == mimetype
+    assert c.response.headers["Cache-Control"] == "no-store"
+    assert c.response.is_streamed
+    if ("until", "1") in query:  # nothing matches: openapi_core refuses an empty body
+        assert c.response.get_data() == b""
+    else:
+        valid(openapi, c)
+        assert c.response.get_data()
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ([("format", "xml")], "'format' must be one of"),
+        ([("outcome", "maybe")], "'outcome' must be one of"),
+        ([("since", "yesterday")], "is neither ISO 8601 nor seconds"),
+        ([("limit", "10")], "unknown parameters limit"),
+    ],
+    ids=["format", "outcome", "since", "unknown"],
+)
+def test_export_bad_request(
+    openapi: OpenAPI, client: FlaskClient, query: Query, message: str
+) -> None:
+    c = valid(openapi, export_get(client, query), request_too=False)
+    assert c.status == 400
+    assert c.json["errors"][0]["code"] == "BAD_REQUEST"
+    assert message in c.json["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("auth", "status"),
+    [(None, 401), (basic(ADMIN, "wrong"), 401), (USER_AUTH, 403)],
+    ids=["no-credential", "wrong-password", "not-an-admin"],
+)
+def test_export_refused(
+    openapi: OpenAPI, client: FlaskClient, auth: str | None, status: int
+) -> None:
+    c = valid(openapi, export_get(client, auth=auth), request_too=auth is not None)
+    assert c.status == status
+
+
+def test_export_store_down(openapi: OpenAPI, make_app: MakeApp, base_dir: Path) -> None:
+    data = {**config_data(base_dir), "audit": {"sink": "redis"}}
+    app = make_app(store=down_store(), config=parse_settings(data, base_dir=base_dir))
+    c = valid(openapi, export_get(app.test_client()))
+    assert c.status == 503
+    assert c.json["errors"][0]["code"] == "UNAVAILABLE"
+
+
 def test_certs_pem(openapi: OpenAPI, client: FlaskClient, settings: Settings) -> None:
     c = valid(openapi, call(client, "GET", "/certs.pem"))
     assert c.status == 200
@@ -1400,6 +1505,7 @@ def test_head_and_options_answer_every_documented_path(
         ("POST", "/certs.pem"),
         ("GET", "/policy/explain"),
         ("PUT", "/policy/explain"),
+        ("POST", "/audit/export"),
     ],
 )
 def test_wrong_method(
