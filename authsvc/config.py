@@ -141,6 +141,10 @@ class AuditFileSettings(_Model):
     path: Path = Path("audit/audit.jsonl")
     max_bytes: Annotated[StrictInt, Field(ge=1024, le=1 << 40)] = 100 * 1024 * 1024
     rotate_daily: StrictBool = True
+    #: Each event is written (one write on an O_APPEND file) before the answer leaves, so
+    #: a killed worker loses nothing; ``fsync: true`` also waits for the disk on every
+    #: event, so that a power cut loses nothing either (at a cost: see bench/README.md).
+    fsync: StrictBool = False
 
 
 class AuditRedisSettings(_Model):

@@ -70,9 +70,14 @@ class Fixture:
         cache_ttl: int,
         oidc: BenchIssuers | None = None,
         oidc_max_age: int = 3600,
+        audit: dict[str, Any] | None = None,
+        name: str | None = None,
     ) -> Path:
         """``oidc``: also trust its two issuers (``identities.oidc``, rule ``bench-ci``),
-        accepting their tokens up to ``oidc_max_age`` seconds old."""
+        accepting their tokens up to ``oidc_max_age`` seconds old. ``audit``: the
+        ``audit`` section (default: none, i.e. the service's default, an fsynced file at
+        ``audit/audit.jsonl`` in the temp dir, shared by every server). ``name``: the
+        file's name (default ``config-STORE-cache|nocache``)."""
         data: dict[str, Any] = {
             "issuer": ISSUER,
             "services": [SERVICE],
@@ -98,7 +103,10 @@ class Fixture:
         if oidc is not None:
             data["identities"]["oidc"] = oidc.identities(oidc_max_age)
             data["rules"].append(oidc.rule())
-        path = self.tmp / f"config-{store}-{'cache' if cache_ttl else 'nocache'}.yaml"
+        if audit is not None:
+            data["audit"] = audit
+        name = name or f"config-{store}-{'cache' if cache_ttl else 'nocache'}"
+        path = self.tmp / f"{name}.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
         return path
 
@@ -108,6 +116,12 @@ def make_fixture(tmp: Path) -> Fixture:
     print(run_cli(["keys", "generate", "--dir", str(keys_dir), "--algorithm", "ES256"]).strip())
     password = secrets.token_urlsafe(18)
     password_hash = run_cli(["users", "hash", "--cost", "12"], stdin=password + "\n").strip()
+    # The audit fingerprint key every server shares (audit/ next to the configurations),
+    # made once here: servers started together would race to create it (O_EXCL, then a
+    # write) and one could read it empty ("the audit key must be at least 32 bytes").
+    from authsvc.audit.fingerprint import load_or_create_key
+
+    load_or_create_key(tmp / "audit" / "fingerprint.key")
     return Fixture(tmp, keys_dir, password, password_hash)
 
 
@@ -130,15 +144,23 @@ def ensure_redis(processes: Processes, tmp: Path, url: str) -> str:
     if redis_answers(url):
         print(f"redis: using the running server at {url}")
         return url
+    own = start_private_redis(processes, tmp, why=f"no Redis answers at {url}")
+    print(f"redis: none at {url}; started a private redis-server at {own}")
+    return own
+
+
+def start_private_redis(processes: Processes, tmp: Path, *, why: str,
+                        name: str = "redis-server") -> str:
+    """A redis-server of the benchmark's own (no persistence) on a free port: its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
-        raise BenchError(f"no Redis answers at {url} and redis-server is not installed")
+        raise BenchError(f"{why} and redis-server is not installed")
     port = free_port()
     process = processes.start(
-        "redis-server",
+        name,
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(tmp)],
-        log_path=tmp / "redis.log",
+        log_path=tmp / f"{name}.log",
         env=None,
     )
     own = f"redis://127.0.0.1:{port}/0"
@@ -147,7 +169,6 @@ def ensure_redis(processes: Processes, tmp: Path, url: str) -> str:
         if process.popen.poll() is not None or time.monotonic() > deadline:
             raise BenchError(f"could not start redis-server:\n{process.log_tail()}")
         time.sleep(0.1)
-    print(f"redis: none at {url}; started a private redis-server at {own}")
     return own
 
 
@@ -164,11 +185,13 @@ def revoke_refresh_token(storage: str, token: str) -> None:
 
 
 def start_authsvc(
-    processes: Processes, config: Path, *, name: str, workers: int, log_dir: Path
+    processes: Processes, config: Path, *, name: str, workers: int, log_dir: Path,
+    module: str = "authsvc",
 ) -> Server:
+    """``python -m MODULE serve``: ``authsvc``, or ``bench.noaudit`` (audit off)."""
     port = free_port()
     argv = [
-        sys.executable, "-m", "authsvc", "serve", "--config", str(config),
+        sys.executable, "-m", module, "serve", "--config", str(config),
         "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(THREADS),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.export import ExportRun
 from bench.fixture import THREADS
 from bench.load import Measurement, Options
 
@@ -25,6 +26,15 @@ OIDC_CASES: Mapping[str, str] = {
     "f-oidc-es256": "one ES256 signature check + the verified-credential cache",
     "g-oidc-fresh": "one ES256 signature check + the jti claim, a store round trip",
 }
+#: The no-audit baseline (anonymous pull, auditing patched out: bench/noaudit.py), and
+#: the audit cases compared with it (the same request and configuration but the sink).
+NO_AUDIT = "n-no-audit"
+AUDIT_CASES: Mapping[str, str] = {
+    "h-audit-file": "file sink, one fdatasync per event",
+    "i-audit-redis": "redis sink",
+}
+#: An audited anonymous pull should reach this fraction of the no-audit baseline.
+AUDIT_TARGET = 0.9
 #: A run whose slowest request took this long (and 10x its median) is called a stall.
 STALL_MS = 250.0
 
@@ -140,11 +150,85 @@ def format_table(outcomes: Sequence[StoreResult]) -> str:
                          str(r.errors), _ratio(r.ratio),
                          "" if r.target is None else f">= {r.target:.2f}", r.verdict,
                          _micros(cpu), _ratio(outcome.cpu_ratio(cpu))))
+    return _columns(header, rows, {0, 1, 8})
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.0f}"
+
+
+def _round_ratios(case: CaseResult, base: CaseResult) -> list[float]:
+    """The case's tokens/s over the base's, round by round (runs of the same round)."""
+    return [c.rate / b.rate for c, b in zip(case.runs, base.runs, strict=False) if b.rate > 0]
+
+
+@dataclass
+class AuditRow:
+    """An audit case against the no-audit baseline, a-anonymous and the floor."""
+
+    case: str
+    store: str
+    what: str
+    rate: float
+    errors: int
+    #: Medians over the rounds of tokens/s / the same round's no-audit, a-anonymous.
+    vs_no_audit: float | None
+    vs_anonymous: float | None
+    vs_floor: float | None
+    cpu_us_per_token: float | None
+    #: Per token over the no-audit baseline: CPU (us) and server time (1e6 / tokens/s).
+    extra_cpu_us: float | None
+    extra_server_us: float | None
+    target: float | None
+    verdict: str
+
+
+def audit_summary(outcome: StoreResult) -> list[AuditRow]:
+    """n-no-audit, a-anonymous (default sink: file), h and i, each against n."""
+    by_case = {r.case: r for r in outcome.cases}
+    base = by_case.get(NO_AUDIT)
+    anonymous = by_case.get("a-anonymous")
+    if base is None or not base.runs:
+        return []
+    rows = []
+    what = {NO_AUDIT: "auditing patched out (baseline)",
+            "a-anonymous": "service default: file sink (fdatasync), OIDC configured",
+            **AUDIT_CASES}
+    for case in (NO_AUDIT, "a-anonymous", *AUDIT_CASES):
+        r = by_case.get(case)
+        if r is None or not r.runs:
+            continue
+        vs_base = _round_ratios(r, base)
+        vs_anon = _round_ratios(r, anonymous) if anonymous is not None else []
+        extra_cpu = extra_server = None
+        if r.cpu_us_per_token is not None and base.cpu_us_per_token is not None:
+            extra_cpu = r.cpu_us_per_token - base.cpu_us_per_token
+        if r.rate > 0 and base.rate > 0:
+            extra_server = 1e6 / r.rate - 1e6 / base.rate
+        errors = r.errors + base.errors
+        ratio = statistics.median(vs_base) if vs_base else None
+        if case == NO_AUDIT:
+            target, verdict = None, "baseline"
+        elif errors:
+            target, verdict = AUDIT_TARGET, "ERRORS"
+        else:
+            target = AUDIT_TARGET
+            verdict = "PASS" if (ratio or 0) >= AUDIT_TARGET else "BELOW"
+        rows.append(AuditRow(
+            case=case, store=outcome.store, what=what[case], rate=r.rate, errors=r.errors,
+            vs_no_audit=ratio, vs_anonymous=statistics.median(vs_anon) if vs_anon else None,
+            vs_floor=r.ratio, cpu_us_per_token=r.cpu_us_per_token,
+            extra_cpu_us=extra_cpu, extra_server_us=extra_server, target=target,
+            verdict=verdict))
+    return rows
+
+
+def _columns(header: Sequence[str], rows: Sequence[Sequence[str]], left: set[int]) -> str:
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
 
     def line(row: Sequence[str]) -> str:
         return "  ".join(
-            cell.ljust(w) if i in (0, 1, 8) else cell.rjust(w)
+            cell.ljust(w) if i in left else cell.rjust(w)
             for i, (cell, w) in enumerate(zip(row, widths, strict=True))
         ).rstrip()
 
@@ -156,8 +240,35 @@ def format_table(outcomes: Sequence[StoreResult]) -> str:
     return "\n".join(out)
 
 
-def _signed(value: float) -> str:
-    return f"{value:+.0f}"
+def format_audit_table(outcomes: Sequence[StoreResult]) -> str:
+    """What the audit trail costs an anonymous pull, against the no-audit baseline."""
+    header = ("audit case", "store", "tokens/s", "vs no-audit", "target", "verdict",
+              "vs a-anon", "vs floor", "cpu us/tok", "+cpu us", "+server us", "sink")
+    rows = []
+    for outcome in outcomes:
+        for row in audit_summary(outcome):
+            rows.append((
+                row.case, row.store,
+                f"{row.rate:.1f}" if not row.errors else f"({row.rate:.1f})",
+                _ratio(row.vs_no_audit),
+                "" if row.target is None else f">= {row.target:.2f}", row.verdict,
+                _ratio(row.vs_anonymous), _ratio(row.vs_floor), _micros(row.cpu_us_per_token),
+                "" if row.case == NO_AUDIT or row.extra_cpu_us is None
+                else _signed(row.extra_cpu_us),
+                "" if row.case == NO_AUDIT or row.extra_server_us is None
+                else _signed(row.extra_server_us),
+                row.what))
+    if not rows:
+        return "(no audit cases)"
+    return _columns(header, rows, {0, 1, 5, 11})
+
+
+def format_export_table(exports: Sequence[ExportRun]) -> str:
+    header = ("export", "events", "seconds", "events/s", "events/s net", "cpu us/event")
+    rows = [(f"audit export --format {e.format}", str(e.events), f"{e.seconds:.2f}",
+             f"{e.rate:.0f}", f"{e.net_rate:.0f}", _micros(e.cpu_us_per_event))
+            for e in exports]
+    return _columns(header, rows, {0})
 
 
 def oidc_costs(outcome: StoreResult) -> str | None:
@@ -217,6 +328,19 @@ def notes(outcomes: Sequence[StoreResult], options: Options) -> list[str]:
         "the server's only (a Redis round trip's wait and redis-server's work are not "
         "CPU of the server: they show in the server time, 1e6 / tokens/s, which also "
         "moves with the noise).",
+        f"audit: {NO_AUDIT} is authsvc with build_audit patched to a log that keeps "
+        "nothing (bench/noaudit.py; the service has no such setting, and audit.file.path "
+        "/dev/null is no way round it: fdatasync on /dev/null fails with EINVAL, so every "
+        "request would get 503, and the lock file would be /dev/null.lock). "
+        "n, h and i share one configuration (no OIDC issuers) but for the audit section "
+        "and run back to back in each round; a-anonymous is the service's default (file "
+        "sink) with the OIDC issuers configured. vs no-audit / vs a-anon: median over the "
+        "rounds of tokens/s / the same round's n (resp. a) run; vs floor = the ratio "
+        f"column. Target: >= {AUDIT_TARGET:.2f} of no-audit (PASS/BELOW; a BELOW makes the "
+        "exit status 1). +cpu us / +server us: per token over n (CPU of the server; "
+        "1e6 / tokens/s). Every file-sink server of a run appends to one file (flock), "
+        "audit/audit.jsonl in the temp dir. With Redis, i streams to a private "
+        "redis-server (not a shared one's audit stream).",
     ]
     for outcome in outcomes:
         by_case = {r.case: r for r in outcome.cases}
@@ -268,7 +392,8 @@ def _rounded(value: float | None, digits: int = 1) -> float | None:
 
 
 def write_json(path: Path, outcomes: Sequence[StoreResult], options: Options,
-               load_before: tuple[float, float, float]) -> None:
+               load_before: tuple[float, float, float],
+               exports: Sequence[ExportRun] = ()) -> None:
     def measurement(m: Measurement) -> dict[str, Any]:
         data = asdict(m)
         data.update(tokens_per_s=round(m.rate, 2), errors=m.errors,
@@ -304,6 +429,7 @@ def write_json(path: Path, outcomes: Sequence[StoreResult], options: Options,
                     "mean_cpu_us_per_token": _rounded(o.floor_cpu_us_per_token),
                     "drift": round(o.floor_drift, 3),
                 },
+                "audit": [asdict(row) for row in audit_summary(o)],
                 "cases": [
                     {
                         "case": r.case,
@@ -324,6 +450,12 @@ def write_json(path: Path, outcomes: Sequence[StoreResult], options: Options,
                 ],
             }
             for o in outcomes
+        ],
+        "audit_export": [
+            {**asdict(e), "events_per_s": round(e.rate, 1),
+             "net_events_per_s": round(e.net_rate, 1),
+             "cpu_us_per_event": _rounded(e.cpu_us_per_event)}
+            for e in exports
         ],
     }
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

@@ -13,7 +13,11 @@ same workers and threads):
 then measures, in this order: the floor, (a) anonymous pull, (b) Basic auth with the
 cache warm, (d) refresh-token POST, (e) an RS256 OIDC token as the Basic-auth password,
 re-sent, (f) the same with ES256, (g) a new ES256 OIDC token every request, (c) Basic
-auth with the cache off, the floor again. The OIDC issuers (``bench/oidc_issuer.py``)
+auth with the cache off, the floor again. Each round also measures the audit trail's
+cost on anonymous pulls: (n) authsvc with auditing patched out (``bench/noaudit.py``,
+the no-audit baseline), (h) the default fsynced file sink, (i) the Redis stream sink;
+after the last store, ``authsvc audit export`` of the run's audit file in every format
+(``bench/export.py``). The OIDC issuers (``bench/oidc_issuer.py``)
 run on 127.0.0.1 in this process for the whole run.
 Each case is reported as tokens/s, p50/p99 latency, errors and its ratio to the mean of
 the two floor runs (with ``--rounds N``, cases a, b, d, e, f, g are repeated N times,
@@ -37,6 +41,7 @@ _REPO = str(Path(__file__).resolve().parent.parent)
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)  # `bench.*` (and the floor's `bench.floor_app`) as bench/run.py
 
+from bench.export import ExportRun, measure_exports  # noqa: E402
 from bench.fixture import (  # noqa: E402
     ANON_PATH,
     OIDC_PATH,
@@ -52,6 +57,7 @@ from bench.fixture import (  # noqa: E402
     revoke_refresh_token,
     start_authsvc,
     start_floor,
+    start_private_redis,
 )
 from bench.load import Load, Options, measure  # noqa: E402
 from bench.oidc_issuer import MIN_REUSE_LIFETIME, BenchIssuers, TokenPool  # noqa: E402
@@ -64,10 +70,15 @@ from bench.processes import (  # noqa: E402
     wait_ready,
 )
 from bench.report import (  # noqa: E402
+    AUDIT_CASES,
     INFORMATIONAL,
+    NO_AUDIT,
     TARGETS,
     CaseResult,
     StoreResult,
+    audit_summary,
+    format_audit_table,
+    format_export_table,
     format_table,
     notes,
     write_json,
@@ -84,7 +95,7 @@ def oidc_lifetime(options: Options) -> int:
     """Seconds the reused OIDC tokens (cases e, f) live: twice a generous estimate of
     one store's run (they are minted when it starts), at least an hour."""
     per_run = options.warmup + options.duration + 5  # settling, wrk start, pool minting
-    estimate = (options.rounds * 7 + 1) * per_run + options.warmup + options.nocache_duration
+    estimate = (options.rounds * 10 + 1) * per_run + options.warmup + options.nocache_duration
     return min(MAX_OIDC_AGE, max(MIN_REUSE_LIFETIME, 2 * estimate))
 
 
@@ -104,6 +115,22 @@ def run_store(
                                    oidc_max_age=lifetime)
     nocache_config = fixture.config(store, storage, cache_ttl=0, oidc=issuers,
                                     oidc_max_age=lifetime)
+    # The audit cases: the same configuration (no OIDC) but for the audit section.
+    # A sink: redis server of a Redis store gets a private redis-server, so that the
+    # benchmark's events never land in a shared server's audit stream (nothing is ever
+    # flushed there); for the memory store it is the in-process stream.
+    audit_storage = storage
+    if not storage.startswith("memory://"):
+        audit_storage = start_private_redis(
+            processes, fixture.tmp, why="case i-audit-redis needs a Redis of its own",
+            name=f"redis-audit-{store}")
+        print(f"redis: i-audit-redis streams to a private redis-server at {audit_storage}")
+    noaudit_config = fixture.config(store, storage, cache_ttl=60,
+                                    name=f"config-{store}-noaudit")
+    file_config = fixture.config(store, storage, cache_ttl=60, audit={"sink": "file"},
+                                 name=f"config-{store}-audit-file")
+    redis_config = fixture.config(store, audit_storage, cache_ttl=60,
+                                  audit={"sink": "redis"}, name=f"config-{store}-audit-redis")
     jwks_before = issuers.jwks_fetches
     pool = TokenPool(issuers, "ES256", fixture.tmp)
     floor = start_floor(processes, fixture, name=f"floor-{store}", workers=workers)
@@ -111,11 +138,19 @@ def run_store(
                            workers=workers, log_dir=fixture.tmp)
     nocache = start_authsvc(processes, nocache_config, name=f"authsvc-{store}-nocache",
                             workers=workers, log_dir=fixture.tmp)
+    noaudit = start_authsvc(processes, noaudit_config, name=f"authsvc-{store}-noaudit",
+                            workers=workers, log_dir=fixture.tmp, module="bench.noaudit")
+    audit_file = start_authsvc(processes, file_config, name=f"authsvc-{store}-audit-file",
+                               workers=workers, log_dir=fixture.tmp)
+    audit_redis = start_authsvc(processes, redis_config, name=f"authsvc-{store}-audit-redis",
+                                workers=workers, log_dir=fixture.tmp)
+    servers = (floor, cached, nocache, noaudit, audit_file, audit_redis)
     refresh_token: str | None = None
     try:
-        for server in (floor, cached, nocache):
+        for server in servers:
             wait_ready(server.process, server.port)
-        check_floor_token(floor, cached)
+        for server in (cached, noaudit, audit_file, audit_redis):
+            check_floor_token(floor, server)
         refresh_token = fetch_refresh_token(cached, fixture)
         # The tokens e and f re-send; their first use (here) claims their jti and, in
         # that worker, fetches the issuer's JWKS (the warm-up reaches the other worker).
@@ -143,6 +178,14 @@ def run_store(
              "credential cache)", cached, Load(OIDC_PATH, *full, authorization=es256)),
             ("g-oidc-fresh", "a new ES256 OIDC token every request (signature + jti claim "
              "in the store)", cached, Load(OIDC_PATH, *full, pool=pool)),
+            (NO_AUDIT, "anonymous pull, GET, auditing patched out (bench/noaudit.py)",
+             noaudit, Load(ANON_PATH, *full)),
+            ("h-audit-file", "anonymous pull, GET, audit sink file (fdatasync per event)",
+             audit_file, Load(ANON_PATH, *full)),
+            ("i-audit-redis", "anonymous pull, GET, audit sink redis ("
+             + ("in-process stream" if storage.startswith("memory://")
+                else "Redis stream, private redis-server") + ")",
+             audit_redis, Load(ANON_PATH, *full)),
             ("c-basic-nocache", "Basic auth, credential cache OFF (bcrypt 12 each)", nocache,
              Load(USER_PATH, options.nocache_duration, options.nocache_connections,
                   authorization=basic)),
@@ -172,7 +215,7 @@ def run_store(
         outcome.fresh_tokens = pool.minted
         outcome.oidc_lifetime = lifetime
     finally:
-        for server in (nocache, cached, floor):
+        for server in reversed(servers):
             processes.stop(server.process)
         if refresh_token is not None and not storage.startswith("memory://"):
             try:
@@ -186,7 +229,9 @@ def run_store(
             result.verdict = "ERRORS"
         elif result.case.startswith("c-"):
             result.verdict = "n/a (cache off)"
-        elif result.case in INFORMATIONAL:
+        elif result.case == NO_AUDIT:
+            result.verdict = "baseline"
+        elif result.case in INFORMATIONAL or result.case in AUDIT_CASES:
             result.verdict = "info"
         else:
             result.target = target
@@ -208,7 +253,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--nocache-connections", type=int, default=4,
                         help="connections for the cache-disabled case (default 4)")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="repeat cases a, b, d, e, f, g this many times, each round "
+                        help="repeat cases a, b, d, e, f, g, n, h, i this many times, each round "
                              "between two floor runs, and report medians (default 1)")
     parser.add_argument("--warmup", type=int, default=2,
                         help="unmeasured seconds of the same load before each case (default 2)")
@@ -219,6 +264,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "otherwise a private redis-server is started")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                         help="JSON results file (default bench/results.json)")
+    parser.add_argument("--no-export", action="store_true",
+                        help="skip measuring `authsvc audit export` over the run's audit file")
     parser.add_argument("--keep-tmp", action="store_true",
                         help="keep the temp dir (configs, keys, server logs)")
     args = parser.parse_args(argv)
@@ -252,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     processes = Processes()
     tmp = Path(tempfile.mkdtemp(prefix="authsvc-bench-"))
     outcomes: list[StoreResult] = []
+    exports: list[ExportRun] = []
     try:
         # The OIDC issuers are a thread of this process: up until every server is stopped.
         with sigterm_as_interrupt(), BenchIssuers() as issuers:
@@ -268,6 +316,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                               issuers))
             finally:
                 processes.stop_all()
+            if not args.no_export:
+                # Every file-sink server of the run wrote to this one file (next to the
+                # configurations); all of them are stopped now.
+                config = tmp / f"config-{stores[0]}-audit-file.yaml"
+                print(f"\n== audit export of the run's audit file ({tmp / 'audit'})",
+                      flush=True)
+                exports = measure_exports(config, tmp)
     except KeyboardInterrupt:
         print("\nbench: interrupted; stopping every process it started", file=sys.stderr)
         return 130
@@ -283,11 +338,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(format_table(outcomes))
     print()
+    print(format_audit_table(outcomes))
+    print()
+    if exports:
+        print(format_export_table(exports))
+        print()
     for note in notes(outcomes, options):
         print(f"* {note}")
-    write_json(args.output, outcomes, options, load_before)
+    write_json(args.output, outcomes, options, load_before, exports)
     print(f"\nresults written to {args.output}")
     failed = any(r.verdict in ("BELOW", "ERRORS") for o in outcomes for r in o.cases)
+    failed = failed or any(row.verdict == "BELOW" for o in outcomes for row in audit_summary(o))
     return 1 if failed else 0
 
 

@@ -53,6 +53,7 @@ def build_audit(
             settings.file.path,
             max_bytes=settings.file.max_bytes,
             rotate_daily=settings.file.rotate_daily,
+            fsync=settings.file.fsync,
         )
     spool = None
     if settings.on_failure == "spool":

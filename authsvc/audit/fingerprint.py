@@ -7,6 +7,7 @@ across events without the audit trail holding anything that would let it be used
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -26,15 +27,22 @@ class AuditKeyError(Exception):
 def load_or_create_key(path: Path) -> bytes:
     """The audit key at ``path``, created (mode 0600) when it does not exist yet."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise AuditKeyError(f"{path}: cannot create the audit key: {exc.strerror}") from exc
-    else:
-        with os.fdopen(fd, "wb") as out:
-            out.write(secrets.token_bytes(KEY_BYTES).hex().encode("ascii") + b"\n")
+    if not path.exists():
+        # Written whole under a temporary name, then linked into place: a process that
+        # starts at the same moment sees no key or the whole key, never an empty file.
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(secrets.token_bytes(KEY_BYTES).hex().encode("ascii") + b"\n")
+                out.flush()
+                os.fsync(out.fileno())
+            with contextlib.suppress(FileExistsError):  # another process won: use its key
+                os.link(temporary, path)
+        except OSError as exc:
+            raise AuditKeyError(f"{path}: cannot create the audit key: {exc.strerror}") from exc
+        finally:
+            temporary.unlink(missing_ok=True)
     try:
         mode = path.stat().st_mode
         text = path.read_text("ascii").strip()

@@ -163,3 +163,18 @@ def _deps(store: RedisStore) -> Any:
     return Dependencies(store=store)
 
 
+
+
+def test_the_audit_key_is_created_whole_once(tmp_path: Path) -> None:
+    """Processes starting together share one key, and never read a half-written one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from authsvc.audit.fingerprint import load_or_create_key
+
+    path = tmp_path / "audit" / "fingerprint.key"
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        keys = list(pool.map(lambda _: load_or_create_key(path), range(32)))
+    assert len(set(keys)) == 1
+    assert len(keys[0]) == 32
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert [p.name for p in path.parent.iterdir()] == ["fingerprint.key"]
