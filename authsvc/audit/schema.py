@@ -59,23 +59,36 @@ def uuid7(now_ms: int | None = None) -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
-def _check(value: object, path: str) -> None:
+def _check(value: object, path: str) -> bool:
+    """Refuse what has no canonical form here; True if a key holds a character beyond
+    the BMP (only then do UTF-16 order and code-point order differ)."""
     if isinstance(value, float):
         raise ValueError(f"{path}: floats have no canonical form here")
+    astral = False
     if isinstance(value, Mapping):
         for key, member in value.items():
             if not isinstance(key, str):
                 raise ValueError(f"{path}: keys must be strings")
-            _check(member, f"{path}.{key}")
+            if not key.isascii() and any(ord(c) > 0xFFFF for c in key):
+                astral = True
+            if isinstance(member, Mapping | list | tuple | float):
+                astral = _check(member, f"{path}.{key}") or astral
     elif isinstance(value, list | tuple):
         for i, member in enumerate(value):
-            _check(member, f"{path}[{i}]")
+            if isinstance(member, Mapping | list | tuple | float):
+                astral = _check(member, f"{path}[{i}]") or astral
+    return astral
 
 
 def canonical_json(value: Any) -> bytes:
     """RFC 8785 for the values events hold: members sorted by UTF-16 code units, no
     insignificant white space, strings as JSON escapes them minimally (UTF-8 out)."""
-    _check(value, "$")
+    if not _check(value, "$"):
+        # No key beyond the BMP: code-point order is UTF-16 order, and the C encoder's
+        # sort is the canonical one.
+        return json.dumps(
+            value, ensure_ascii=False, separators=(",", ":"), sort_keys=True
+        ).encode("utf-8")
     return json.dumps(
         value,
         ensure_ascii=False,
