@@ -32,7 +32,6 @@ from authsvc.identity import (
     RefreshToken,
     SubjectToken,
 )
-from authsvc.identity.aws.authenticator import USERNAME as AWS_USERNAME
 from authsvc.identity.aws.authenticator import AwsAuthenticator
 from authsvc.identity.aws.proof import SUBJECT_TOKEN_TYPE as AWS_TOKEN_TYPE
 from authsvc.identity.aws.settings import PROVIDER as AWS_PROVIDER
@@ -220,7 +219,7 @@ class TokenService:
             return Authenticated(ANONYMOUS)
         if isinstance(credential, RefreshToken):
             identity = self._sessions.authenticate(credential.token, now=now)
-            return Authenticated(identity, token_ttl=self._token_ttl(identity.provider))
+            return Authenticated(identity, token_ttl=self._lifetimes(identity.provider)[0])
         if isinstance(credential, SubjectToken):
             return self._exchange(credential, now)
         if (
@@ -233,7 +232,7 @@ class TokenService:
                 "Authorization header",
                 reason="ACCOUNT_MISMATCH",
             )
-        if self._aws is not None and credential.username == AWS_USERNAME:
+        if self._aws is not None and self._aws.handles(credential.username, credential.password):
             aws = self._aws.authenticate_password(credential.password, now=now)
             return self._proof_login(aws.identity, aws.reuse, session=False)
         if self._oidc is not None and self._oidc.handles(credential.password):
@@ -258,28 +257,19 @@ class TokenService:
         return self._proof_login(login.identity, login.reuse, session=True)
 
     def _proof_login(self, identity: Identity, reuse: bool, *, session: bool) -> Authenticated:
+        token_ttl, session_ttl = self._lifetimes(identity.provider)
         return Authenticated(
-            identity,
-            reuse=reuse,
-            token_ttl=self._token_ttl(identity.provider),
-            session_ttl=self._session_ttl(identity.provider),
-            session=session,
+            identity, reuse=reuse, token_ttl=token_ttl, session_ttl=session_ttl, session=session
         )
 
-    def _token_ttl(self, provider: str) -> int | None:
-        """Registry-token lifetime for an identity source's callers (None: the default)."""
-        aws = self.settings.identities.aws
-        if provider == AWS_PROVIDER and aws is not None:
-            return aws.token_ttl
-        issuer = self.settings.identities.oidc.get(provider)
-        return issuer.token_ttl if issuer is not None else None
-
-    def _session_ttl(self, provider: str) -> int | None:
-        aws = self.settings.identities.aws
-        if provider == AWS_PROVIDER and aws is not None:
-            return aws.session_ttl
-        issuer = self.settings.identities.oidc.get(provider)
-        return issuer.session_ttl if issuer is not None else None
+    def _lifetimes(self, provider: str) -> tuple[int | None, int | None]:
+        """(registry-token, session) lifetimes for an identity source (None: the default)."""
+        source = (
+            self.settings.identities.aws
+            if provider == AWS_PROVIDER
+            else self.settings.identities.oidc.get(provider)
+        )
+        return (None, None) if source is None else (source.token_ttl, source.session_ttl)
 
     def _refresh_token(self, request: TokenRequest, auth: Authenticated, now: int) -> str | None:
         if not (request.offline or auth.session) or auth.identity.anonymous:

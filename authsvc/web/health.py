@@ -7,7 +7,6 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from authsvc.audit.sinks import SpoolingAuditLog
 from authsvc.errors import KeyRingError, StoreUnavailable
 
 __all__ = ["bp"]
@@ -15,8 +14,8 @@ __all__ = ["bp"]
 bp = Blueprint("health", __name__)
 
 
-def _spool_writable(spool: SpoolingAuditLog) -> bool:
-    path = Path(str(spool.status().get("spool", "")))
+def _writable(spool: object) -> bool:
+    path = Path(str(spool))
     return os.access(path if path.exists() else path.parent, os.W_OK)
 
 
@@ -44,7 +43,8 @@ def readyz() -> Response:
     audit: dict[str, object] = {}
     if spool is not None:
         audit = spool.status()
-        if audit.get("degraded") and audit.get("last_error") and not _spool_writable(spool):
+        failing = audit.get("degraded") and audit.get("last_error")
+        if failing and not _writable(audit.get("spool", "")):
             problems.append(f"audit: the sink and its spool both fail: {audit['last_error']}")
     if problems:
         response = jsonify(status="unavailable", problems=problems, **(

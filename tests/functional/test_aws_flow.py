@@ -148,6 +148,8 @@ def test_sts_unreachable_is_a_503(make_aws: MakeAws, moto_aws: MotoAws) -> None:
     r = exchange(h, moto_aws.sign())
     assert r.status_code == 503
     assert r.get_json()["error"] == "temporarily_unavailable"
+    assert "STS" in r.get_json()["error_description"]
+    assert h.audit.events[-1]["reason"] == "STS_UNAVAILABLE"
 
 
 def test_a_rule_on_the_roles_unique_id_does_not_follow_a_recreated_role(

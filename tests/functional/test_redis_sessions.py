@@ -38,6 +38,10 @@ class CountingStore:
         self._count("claim_once")
         return self.inner.claim_once(key, expires_at)
 
+    def claim_value(self, key: str, value: str, expires_at: int) -> str | None:
+        self._count("claim_value")
+        return self.inner.claim_value(key, value, expires_at)
+
     def put_session(
         self, session_id: str, record: Mapping[str, str], *, index: str, expires_at: int
     ) -> None:

@@ -43,8 +43,6 @@ class IssuerPolicy:
     groups_claim: str | None
     require_jti: bool
     password_reuse: bool
-    session_ttl: int
-    token_ttl: int
     leeway: int
     max_token_age: int
 
@@ -119,9 +117,6 @@ class OidcAuthenticator:
     def lookup(self, identity: Identity) -> Identity | None:
         """A session's identity stays as verified while its issuer is still configured."""
         return identity if identity.provider in self._issuers else None
-
-    def issuer(self, name: str) -> IssuerPolicy | None:
-        return self._issuers.get(name)
 
     # -------------------------------------------------------------------------------
 

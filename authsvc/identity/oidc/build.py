@@ -60,7 +60,7 @@ def build_oidc(
             subject_claim=issuer.subject_claim or "sub",
             username_claim=issuer.username_claim, groups_claim=issuer.groups_claim,
             require_jti=bool(issuer.require_jti), password_reuse=issuer.password_reuse,
-            session_ttl=issuer.session_ttl, token_ttl=issuer.token_ttl, leeway=issuer.leeway,
+            leeway=issuer.leeway,
             max_token_age=issuer.max_token_age,
         )
     return OidcAuthenticator(OidcVerifier(configs), policies, store=store, cache=cache), kept
