@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from authsvc.anomaly.settings import AnomalySettings
 from authsvc.errors import ConfigError
 from authsvc.identity.aws.settings import PROVIDER as AWS_PROVIDER
 from authsvc.identity.aws.settings import AwsSettings, aws_rule_errors, aws_schema
@@ -192,6 +193,7 @@ class Settings(_Model):
     rules: tuple[Rule, ...] = ()
     admin: AdminSettings = Field(default_factory=AdminSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    anomaly: AnomalySettings = Field(default_factory=AnomalySettings)
     #: Proxies whose X-Forwarded-For is believed (CIDRs); the client IP is the first
     #: address, from the right, that is not one of them.
     trusted_proxies: tuple[StrictStr, ...] = ()
@@ -332,6 +334,25 @@ def _resolve_oidc(
     return resolved, problems
 
 
+def _anomaly_paths(anomaly: AnomalySettings, base_dir: Path) -> AnomalySettings:
+    geo = anomaly.geo
+    webhook = anomaly.webhook
+    return anomaly.model_copy(
+        update={
+            "geo": geo.model_copy(
+                update={
+                    "asn_db": geo.asn_db and _under(base_dir, geo.asn_db),
+                    "country_db": geo.country_db and _under(base_dir, geo.country_db),
+                }
+            ),
+            "webhook": webhook
+            and webhook.model_copy(
+                update={"secret_file": _under(base_dir, webhook.secret_file)}
+            ),
+        }
+    )
+
+
 def _read_htpasswd(path: Path) -> tuple[dict[str, str], list[str]]:
     users: dict[str, str] = {}
     problems: list[str] = []
@@ -437,6 +458,7 @@ def parse_settings(
                     "key_file": _under(base_dir, settings.audit.key_file),
                 }
             ),
+            "anomaly": _anomaly_paths(settings.anomaly, base_dir),
             "source": source,
             "digest": digest,
             "htpasswd_users": htpasswd_users,

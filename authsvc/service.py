@@ -304,6 +304,8 @@ class TokenService:
                 subject=identity.subject,
                 account=identity.account,
             )
+            if identity.groups:
+                actor["groups"] = sorted(identity.groups)
             if identity.claims:
                 actor["claims"] = {
                     name: identity.claims[name] for name in _AUDITED_CLAIMS
