@@ -13,9 +13,17 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 from pydantic import StrictFloat as _StrictFloat
-from pydantic import StrictInt, model_validator
 
 __all__ = [
     "AnomalySettings",
@@ -244,7 +252,9 @@ class AnomalySettings(_Model):
                 try:
                     ipaddress.ip_network(cidr, strict=True)
                 except ValueError as exc:
-                    raise ValueError(f"{name}[{i}]: {cidr!r} is not a network (CIDR): {exc}") from exc
+                    raise ValueError(
+                        f"{name}[{i}]: {cidr!r} is not a network (CIDR): {exc}"
+                    ) from exc
         return value
 
     @model_validator(mode="after")
@@ -256,5 +266,7 @@ class AnomalySettings(_Model):
         for where, name in named:
             if name not in self.networks:
                 known = ", ".join(sorted(self.networks)) or "none"
-                raise ValueError(f"{where}: unknown network set {name!r} (anomaly.networks: {known})")
+                raise ValueError(
+                    f"{where}: unknown network set {name!r} (anomaly.networks: {known})"
+                )
         return self

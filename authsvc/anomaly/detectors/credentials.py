@@ -1,0 +1,245 @@
+"""Detectors of password guessing: spraying, success after a spray, brute force and
+credential stuffing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from authsvc.anomaly.engine import Finding, Found
+from authsvc.anomaly.settings import (
+    BruteForce,
+    CredentialStuffing,
+    PasswordSpray,
+    SuccessAfterSpray,
+)
+from authsvc.anomaly.state import Handle, Ops
+from authsvc.anomaly.view import EventView
+
+__all__ = [
+    "BruteForceDetector",
+    "CredentialStuffingDetector",
+    "SprayDetector",
+    "SuccessAfterSprayDetector",
+]
+
+#: How long a sprayed source stays flagged for ``success_after_spray`` (its window).
+SPRAYED = "sprayed:"
+
+
+class SprayDetector:
+    """Distinct accounts failing from one address, and from one network (/24, /48, ASN
+    or named set), in a window; and, slowly, over a day."""
+
+    name = "password_spray"
+
+    def __init__(self, settings: PasswordSpray, flag_for: int) -> None:
+        self.settings = settings
+        self.severity = settings.severity
+        self._flag_for = flag_for
+
+    def observe(self, view: EventView, ops: Ops, found: Found) -> Iterator[None]:
+        if not view.bad_password or not view.ip:
+            return
+        s = self.settings
+        assert view.username is not None
+        checks: list[tuple[str, int, int, Handle[int]]] = [
+            (
+                f"ip:{view.ip}",
+                s.threshold,
+                s.window,
+                ops.distinct(f"spray:ip:{view.ip}", [view.username], s.window),
+            ),
+            (
+                f"ip:{view.ip}",
+                s.slow_threshold,
+                s.slow_window,
+                ops.distinct(f"spray:slow:ip:{view.ip}", [view.username], s.slow_window),
+            ),
+        ]
+        if view.network:
+            checks.append(
+                (
+                    view.network,
+                    s.network_threshold,
+                    s.window,
+                    ops.distinct(f"spray:{view.network}", [view.username], s.window),
+                )
+            )
+            checks.append(
+                (
+                    view.network,
+                    s.slow_threshold,
+                    s.slow_window,
+                    ops.distinct(f"spray:slow:{view.network}", [view.username], s.slow_window),
+                )
+            )
+        yield
+        flagged = False
+        keys = [(entity, "slow" if window != s.window else "") for entity, _, window, _ in checks]
+        for (entity, threshold, window, accounts), (_, key) in zip(checks, keys, strict=True):
+            if accounts.value >= threshold:
+                flagged = True
+                found(
+                    Finding(
+                        entity=entity,
+                        window=window,
+                        key=key,
+                        evidence={
+                            "distinct_accounts": accounts.value,
+                            "threshold": threshold,
+                            "window_seconds": window,
+                        },
+                        covers=[k for k in keys if k != (entity, key)],
+                    )
+                )
+                break  # the finest grain that fires stands for the coarser ones
+        if flagged:
+            ops.hset(
+                SPRAYED + f"ip:{view.ip}", {"until": str(view.now + self._flag_for)}, self._flag_for
+            )
+            if view.network:
+                ops.hset(
+                    SPRAYED + view.network,
+                    {"until": str(view.now + self._flag_for)},
+                    self._flag_for,
+                )
+
+
+class SuccessAfterSprayDetector:
+    """A successful login from an address or network flagged for spraying (page)."""
+
+    name = "success_after_spray"
+
+    def __init__(self, settings: SuccessAfterSpray) -> None:
+        self.settings = settings
+        self.severity = settings.severity
+
+    def observe(self, view: EventView, ops: Ops, found: Found) -> Iterator[None]:
+        if not view.succeeded or not view.ip or view.credential != "password":
+            return
+        flags = [(f"ip:{view.ip}", ops.hgetall(SPRAYED + f"ip:{view.ip}"))]
+        if view.network:
+            flags.append((view.network, ops.hgetall(SPRAYED + view.network)))
+        yield
+        for entity, flag in flags:
+            until = flag.value.get("until")
+            if until is not None and int(until) >= view.now:
+                found(
+                    Finding(
+                        entity=entity,
+                        window=self.settings.window,
+                        key=view.principal or "",
+                        evidence={"account": view.principal, "sprayed_source": entity},
+                    )
+                )
+                return
+
+
+class BruteForceDetector:
+    """Failures per (account, address) in a window."""
+
+    name = "brute_force"
+
+    def __init__(self, settings: BruteForce) -> None:
+        self.settings = settings
+        self.severity = settings.severity
+
+    def observe(self, view: EventView, ops: Ops, found: Found) -> Iterator[None]:
+        if not view.bad_password or not view.ip:
+            return
+        s = self.settings
+        entity = f"account:{view.username}@ip:{view.ip}"
+        failures = ops.count(f"bf:{entity}", s.window)
+        yield
+        if failures.value >= s.threshold:
+            found(
+                Finding(
+                    entity=entity,
+                    window=s.window,
+                    evidence={
+                        "failures": failures.value,
+                        "threshold": s.threshold,
+                        "window_seconds": s.window,
+                    },
+                )
+            )
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.4f}"
+
+
+class CredentialStuffingDetector:
+    """The failure ratio and unknown-account share of each bucket of password requests
+    against their own EWMA baseline (mean and mean absolute deviation)."""
+
+    name = "credential_stuffing"
+    BASELINE = "stuffing:baseline"
+
+    def __init__(self, settings: CredentialStuffing) -> None:
+        self.settings = settings
+        self.severity = settings.severity
+
+    def observe(self, view: EventView, ops: Ops, found: Found) -> Iterator[None]:
+        if view.credential != "password":
+            return
+        s = self.settings
+        bucket = view.now // s.bucket
+        keep = s.bucket * 4
+        ops.incr(f"stuffing:total:{bucket}", 1, keep)
+        if view.bad_password:
+            ops.incr(f"stuffing:failed:{bucket}", 1, keep)
+            if view.reason == "UNKNOWN_USER":
+                ops.incr(f"stuffing:unknown:{bucket}", 1, keep)
+        # The first event of a bucket closes the one before it (once, whoever sees it).
+        closer = ops.first(f"stuffing:closed:{bucket - 1}", "1", keep)
+        yield
+        if closer.value is not None:
+            return
+        previous = bucket - 1
+        counts = [ops.get(f"stuffing:{part}:{previous}") for part in ("total", "failed", "unknown")]
+        baseline = ops.hgetall(self.BASELINE)
+        yield
+        requests, failed, unknown = (int(c.value or 0) for c in counts)
+        if requests == 0:
+            return
+        base = baseline.value
+        ratio, share = failed / requests, unknown / requests
+        first_seen = int(base.get("since", view.now))
+        fields = {"since": str(first_seen)}
+        learned = view.now - first_seen >= s.learning and "ratio" in base
+        fired = False
+        if learned and failed >= s.min_failures:
+            for name, value in (("failure_ratio", ratio), ("unknown_share", share)):
+                mean = float(base.get(f"{name}_mean", 0.0))
+                dev = float(base.get(f"{name}_dev", 0.0))
+                limit = mean + max(s.min_rise, s.deviations * dev)
+                if value > limit:
+                    fired = True
+                    found(
+                        Finding(
+                            entity="global",
+                            window=s.bucket,
+                            key=name,
+                            evidence={
+                                "measure": name,
+                                "value": _ratio(value),
+                                "baseline": _ratio(mean),
+                                "deviation": _ratio(dev),
+                                "limit": _ratio(limit),
+                                "requests": requests,
+                                "failures": failed,
+                                "unknown_accounts": unknown,
+                                "bucket_start": previous * s.bucket,
+                            },
+                        )
+                    )
+        if not fired:  # an attack's bucket does not teach the baseline
+            a = s.alpha
+            for name, value in (("failure_ratio", ratio), ("unknown_share", share)):
+                mean = float(base.get(f"{name}_mean", value))
+                dev = float(base.get(f"{name}_dev", 0.0))
+                fields[f"{name}_mean"] = repr((1 - a) * mean + a * value)
+                fields[f"{name}_dev"] = repr((1 - a) * dev + a * abs(value - mean))
+            fields["ratio"] = "1"
+        ops.hset(self.BASELINE, fields, 400 * 86400)

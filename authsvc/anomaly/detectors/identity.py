@@ -1,0 +1,258 @@
+"""Detectors of a credential used where or how it should not be: a CI identity outside
+CI, a principal in a new context, a dormant credential, a one-time proof presented again."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+
+from authsvc.anomaly.engine import Finding, Found
+from authsvc.anomaly.settings import CiOutsideCi, DormantCredential, NewContext, ProofReuse
+from authsvc.anomaly.state import Handle, Ops
+from authsvc.anomaly.view import REPLAY_REASONS, EventView
+
+__all__ = [
+    "CiOutsideCiDetector",
+    "DormantCredentialDetector",
+    "NewContextDetector",
+    "ProofReuseDetector",
+]
+
+DAY = 86400
+#: How long what was learned about a principal is kept after its last use.
+REMEMBER = 400 * DAY
+
+
+class CiOutsideCiDetector:
+    """A CI or robot identity used from outside its runner networks (declared, or the
+    ones learned for its provider), or from an interactive client (page)."""
+
+    name = "ci_outside_ci"
+
+    def __init__(self, settings: CiOutsideCi) -> None:
+        self.settings = settings
+        self.severity = settings.severity
+
+    def _watched(self, view: EventView) -> bool:
+        s = self.settings
+        return view.succeeded and (view.kind in s.kinds or view.provider in s.providers)
+
+    def observe(self, view: EventView, ops: Ops, found: Found) -> Iterator[None]:
+        if not self._watched(view):
+            return
+        s = self.settings
+        assert view.provider is not None and view.principal is not None
+        declared = s.provider_networks.get(view.provider, s.runner_networks)
+        evidence: dict[str, object] = {
+            "ip": view.ip,
+            "client": view.client,
+            "provider": view.provider,
+        }
+        if view.claims.get("repository"):
+            evidence["repository"] = view.claims["repository"]
+        if view.client in s.interactive_clients:
+            found(
+                Finding(
+                    entity=view.principal,
+                    window=DAY,
+                    key="client",
+                    evidence={**evidence, "why": "interactive client"},
+                )
+            )
+        if declared:
+            if not set(declared) & set(view.named_networks):
+                found(
+                    Finding(
+                        entity=view.principal,
+                        window=DAY,
+                        key=f"net:{view.network}",
+                        evidence={
+                            **evidence,
+                            "why": "outside the runner networks",
+                            "runner_networks": list(declared),
+                        },
+                    )
+                )
+            return
+        network = _prefix(view.ip, s.learn_prefix)
+        if network is None:
+            return
+        since = ops.first(f"ci:since:{view.provider}", str(view.now), REMEMBER)
+        new = ops.remember(f"ci:networks:{view.provider}", network, REMEMBER)
+        yield
+        if since.value is None or view.now - int(since.value) < s.learning or not new.value:
+            return
+        found(
+            Finding(
+                entity=view.principal,
+                window=DAY,
+                key=f"net:{network}",
+                evidence={
+                    **evidence,
+                    "why": "a network never seen for this provider",
+                    "network": network,
+                },
+            )
+        )
+
+
+def _prefix(ip: str, bits: int) -> str | None:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    width = bits if address.version == 4 else min(128, bits * 3)
+    return str(ipaddress.ip_network(f"{address}/{width}", strict=False))
+
+
+class NewContextDetector:
+    """A principal's first use of a network, ASN, country or client family after its
+    learning period, unless many principals used that context lately."""
+
+    name = "new_context"
+
+    def __init__(self, settings: NewContext, watched_by_ci: CiOutsideCi) -> None:
+        self.settings = settings
+        self.severity = settings.severity
+        self._ci = watched_by_ci
+
+    def _contexts(self, view: EventView) -> list[tuple[str, str]]:
+        wanted = self.settings.contexts
+        found: list[tuple[str, str]] = []
+        if "network" in wanted and view.network:
+            found.append(("network", view.network))
+        if "asn" in wanted and view.asn:
+            found.append(("asn", view.asn))
+        if "country" in wanted and view.country:
+            found.append(("country", view.country))
+        if "client" in wanted and view.client:
+            found.append(("client", view.client))
+        return found
+
+    def observe(self, view: EventView, ops: Ops, found: Found) -> Iterator[None]:
+        if not view.succeeded or view.kind == "ci" or view.provider in self._ci.providers:
+            return
+        s = self.settings
+        principal = view.principal
+        assert principal is not None
+        contexts = self._contexts(view)
+        if not contexts:
+            return
+        since = ops.first(f"ctx:since:{principal}", str(view.now), REMEMBER)
+        checks: list[tuple[str, str, Handle[bool], Handle[int]]] = []
+        for dimension, value in contexts:
+            checks.append(
+                (
+                    dimension,
+                    value,
+                    ops.remember(f"ctx:{dimension}:{principal}", value, REMEMBER),
+                    ops.distinct(f"ctx:users:{dimension}:{value}", [principal], s.window),
+                )
+            )
+        yield
+        if since.value is None or view.now - int(since.value) < s.learning:
+            return
+        for dimension, value, new, sharing in checks:
+            if new.value and sharing.value < s.shared_by:
+                found(
+                    Finding(
+                        entity=principal,
+                        window=s.window,
+                        key=f"{dimension}:{value}",
+                        evidence={
+                            "context": dimension,
+                            "value": value,
+                            "principals_sharing": sharing.value,
+                            "shared_by": s.shared_by,
+                            "ip": view.ip,
+                            "client": view.client,
+                        },
+                    )
+                )
+
+
+class DormantCredentialDetector:
+    """A credential (by fingerprint) or account unused for ``idle`` seconds used again."""
+
+    name = "dormant_credential"
+
+    def __init__(self, settings: DormantCredential) -> None:
+        self.settings = settings
+        self.severity = settings.severity
+
+    def observe(self, view: EventView, ops: Ops, found: Found) -> Iterator[None]:
+        if not view.succeeded:
+            return
+        idle = self.settings.idle
+        keep = max(REMEMBER, idle * 4)
+        assert view.principal is not None
+        seen = [
+            (
+                "account",
+                view.principal,
+                ops.swap(f"seen:account:{view.principal}", str(view.now), keep),
+            )
+        ]
+        if view.fingerprint and view.credential == "password":
+            seen.append(
+                (
+                    "credential",
+                    view.fingerprint,
+                    ops.swap(f"seen:credential:{view.fingerprint}", str(view.now), keep),
+                )
+            )
+        yield
+        for what, which, last in seen:
+            if last.value is not None and view.now - int(last.value) >= idle:
+                found(
+                    Finding(
+                        entity=view.principal,
+                        window=idle,
+                        key=what,
+                        evidence={
+                            "unused_for_seconds": view.now - int(last.value),
+                            "idle": idle,
+                            "last_used": int(last.value),
+                            what: which,
+                        },
+                    )
+                )
+                return
+
+
+class ProofReuseDetector:
+    """An OIDC token or AWS signed request presented for a second exchange (page)."""
+
+    name = "proof_reuse"
+
+    def __init__(self, settings: ProofReuse) -> None:
+        self.settings = settings
+        self.severity = settings.severity
+
+    def observe(self, view: EventView, ops: Ops, found: Found) -> Iterator[None]:
+        if view.outcome != "failure" or view.reason not in REPLAY_REASONS:
+            return
+        who = view.principal or (
+            f"{view.provider}:{view.claims.get('sub')}"
+            if view.provider and view.claims.get("sub")
+            else None
+        )
+        entity = who or f"credential:{view.fingerprint or view.event_id}"
+        found(
+            Finding(
+                entity=entity,
+                window=3600,
+                key=view.fingerprint or "",
+                evidence={
+                    "ip": view.ip,
+                    "client": view.client,
+                    "claims": {
+                        k: v
+                        for k, v in view.claims.items()
+                        if k in ("iss", "jti", "repository", "arn")
+                    },
+                },
+            )
+        )
+        return
+        yield  # a generator without state to read

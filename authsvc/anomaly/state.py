@@ -1,0 +1,243 @@
+"""Detector state: a few counting primitives, queued per event and run as one batch.
+
+Detectors queue operations on an ``Ops`` (one per event, carrying the event's time as
+``now``) and read the ``Handle`` values once the engine has executed the batch: in
+Redis that is one pipeline, one round trip, whatever the number of detectors; in
+memory (``memory://`` and ``authsvc detect replay``) the same operations with the same
+semantics, on event time.
+
+Windows slide in ``BUCKETS`` buckets of ``window / BUCKETS`` seconds: a windowed value
+covers the current bucket and the ``BUCKETS - 1`` before it, i.e. between the last
+``window - window/BUCKETS`` and the last ``window`` seconds. Distinct counts are exact in
+memory and HyperLogLog estimates in Redis (exact in practice below a few hundred
+members, within about 1% above).
+
+Lifetimes (``ttl``) are seconds after the event; memory expires entries by event time,
+Redis by its own clock (the two agree for a live stream, whose event time is now).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, Protocol, TypeVar
+
+__all__ = ["BUCKETS", "Handle", "MemoryState", "Ops", "State", "bucket_keys"]
+
+T = TypeVar("T")
+
+BUCKETS = 6
+_UNSET: Any = object()
+
+
+class Handle(Generic[T]):
+    """The answer of one queued operation, readable once the batch has run."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self) -> None:
+        self._value: Any = _UNSET
+
+    @property
+    def value(self) -> T:
+        if self._value is _UNSET:
+            raise RuntimeError("the batch holding this operation has not run yet")
+        return self._value  # type: ignore[no-any-return]
+
+    def set(self, value: T) -> None:
+        self._value = value
+
+
+def bucket_keys(key: str, now: int, window: int) -> tuple[list[str], int]:
+    """The bucket keys a window covers (newest first) and each bucket's length."""
+    length = max(1, -(-window // BUCKETS))
+    current = now // length
+    return [f"{key}:{current - i}" for i in range(BUCKETS)], length
+
+
+class Ops(Protocol):
+    """The operations of one event's batch; values are read after ``execute``."""
+
+    now: int
+
+    def distinct(self, key: str, members: Sequence[str], window: int) -> Handle[int]:
+        """Add members; the number of distinct members within the window, after."""
+
+    def distinct_count(self, key: str, window: int) -> Handle[int]:
+        """The number of distinct members within the window (reads only)."""
+
+    def count(self, key: str, window: int, amount: int = 1) -> Handle[int]:
+        """Add ``amount``; the sum within the window, after."""
+
+    def incr(self, key: str, amount: int, ttl: int) -> Handle[int]:
+        """Add ``amount`` to a counter kept ``ttl`` more seconds; its value, after."""
+
+    def remember(self, key: str, member: str, ttl: int) -> Handle[bool]:
+        """Add to a set kept ``ttl`` more seconds; True when the member is new."""
+
+    def cardinality(self, key: str) -> Handle[int]:
+        """How many members the set holds."""
+
+    def first(self, key: str, value: str, ttl: int) -> Handle[str | None]:
+        """Set ``key`` unless it is set: None when this call set it, else its value."""
+
+    def claim(self, key: str, value: str, ttl: int) -> Handle[str | None]:
+        """Like ``first``, but the claim ends ``ttl`` seconds after ``now`` in event time
+        (also in Redis), so that replaying old events claims as the live run did."""
+
+    def swap(self, key: str, value: str, ttl: int) -> Handle[str | None]:
+        """Set ``key``; its previous value (None if it had none)."""
+
+    def get(self, key: str) -> Handle[str | None]:
+        """The value of ``key``."""
+
+    def hgetall(self, key: str) -> Handle[dict[str, str]]:
+        """The fields of a hash ({} if missing)."""
+
+    def hset(self, key: str, fields: Mapping[str, str], ttl: int) -> None:
+        """Set fields of a hash kept ``ttl`` more seconds."""
+
+    def execute(self) -> None:
+        """Run the queued operations, in order, as one batch."""
+
+
+class State(Protocol):
+    def begin(self, now: int) -> Ops:
+        """A batch for an event at ``now`` (seconds)."""
+
+
+class MemoryState:
+    """Detector state in this process, expired by event time (for replay and memory://)."""
+
+    SWEEP_EVERY = 20_000
+
+    def __init__(self) -> None:
+        #: key -> (expires_at, value): a set, an int, a str or a dict.
+        self.data: dict[str, tuple[int, Any]] = {}
+        self._batches = 0
+
+    def begin(self, now: int) -> Ops:
+        self._batches += 1
+        if self._batches % self.SWEEP_EVERY == 0:
+            self.data = {k: v for k, v in self.data.items() if v[0] > now}
+        return _MemoryOps(self, now)
+
+    def live(self, key: str, now: int) -> Any:
+        entry = self.data.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= now:
+            del self.data[key]
+            return None
+        return entry[1]
+
+
+class _MemoryOps:
+    def __init__(self, state: MemoryState, now: int) -> None:
+        self.now = now
+        self._state = state
+        self._queue: list[Callable[[], None]] = []
+
+    def _queue_op(self, handle: Handle[T], run: Callable[[], T]) -> Handle[T]:
+        self._queue.append(lambda: handle.set(run()))
+        return handle
+
+    def _buckets(self, key: str, window: int) -> tuple[list[str], int, int]:
+        keys, length = bucket_keys(key, self.now, window)
+        expires_at = (self.now // length + BUCKETS) * length
+        return keys, length, expires_at
+
+    def distinct(self, key: str, members: Sequence[str], window: int) -> Handle[int]:
+        def run() -> int:
+            keys, _, expires_at = self._buckets(key, window)
+            current = self._state.live(keys[0], self.now)
+            if current is None:
+                current = set()
+            current.update(members)
+            self._state.data[keys[0]] = (expires_at, current)
+            return self._union(keys)
+
+        return self._queue_op(Handle[int](), run)
+
+    def distinct_count(self, key: str, window: int) -> Handle[int]:
+        return self._queue_op(Handle[int](), lambda: self._union(self._buckets(key, window)[0]))
+
+    def _union(self, keys: list[str]) -> int:
+        seen: set[str] = set()
+        for k in keys:
+            members = self._state.live(k, self.now)
+            if members:
+                seen |= members
+        return len(seen)
+
+    def count(self, key: str, window: int, amount: int = 1) -> Handle[int]:
+        def run() -> int:
+            keys, _, expires_at = self._buckets(key, window)
+            current = self._state.live(keys[0], self.now) or 0
+            self._state.data[keys[0]] = (expires_at, current + amount)
+            return sum(self._state.live(k, self.now) or 0 for k in keys)
+
+        return self._queue_op(Handle[int](), run)
+
+    def incr(self, key: str, amount: int, ttl: int) -> Handle[int]:
+        def run() -> int:
+            value = int(self._state.live(key, self.now) or 0) + amount
+            self._state.data[key] = (self.now + ttl, value)
+            return value
+
+        return self._queue_op(Handle[int](), run)
+
+    def remember(self, key: str, member: str, ttl: int) -> Handle[bool]:
+        def run() -> bool:
+            members = self._state.live(key, self.now)
+            if members is None:
+                members = set()
+            new = member not in members
+            members.add(member)
+            self._state.data[key] = (self.now + ttl, members)
+            return new
+
+        return self._queue_op(Handle[bool](), run)
+
+    def cardinality(self, key: str) -> Handle[int]:
+        return self._queue_op(Handle[int](), lambda: len(self._state.live(key, self.now) or ()))
+
+    def first(self, key: str, value: str, ttl: int) -> Handle[str | None]:
+        def run() -> str | None:
+            current = self._state.live(key, self.now)
+            if current is None:
+                self._state.data[key] = (self.now + ttl, value)
+            return current  # type: ignore[no-any-return]
+
+        return self._queue_op(Handle[str | None](), run)
+
+    def claim(self, key: str, value: str, ttl: int) -> Handle[str | None]:
+        return self.first(key, value, ttl)  # memory expires by event time anyway
+
+    def swap(self, key: str, value: str, ttl: int) -> Handle[str | None]:
+        def run() -> str | None:
+            current = self._state.live(key, self.now)
+            self._state.data[key] = (self.now + ttl, value)
+            return current  # type: ignore[no-any-return]
+
+        return self._queue_op(Handle[str | None](), run)
+
+    def get(self, key: str) -> Handle[str | None]:
+        return self._queue_op(Handle[str | None](), lambda: self._state.live(key, self.now))
+
+    def hgetall(self, key: str) -> Handle[dict[str, str]]:
+        return self._queue_op(
+            Handle[dict[str, str]](), lambda: dict(self._state.live(key, self.now) or {})
+        )
+
+    def hset(self, key: str, fields: Mapping[str, str], ttl: int) -> None:
+        def run() -> None:
+            current = dict(self._state.live(key, self.now) or {})
+            current.update(fields)
+            self._state.data[key] = (self.now + ttl, current)
+
+        self._queue.append(run)
+
+    def execute(self) -> None:
+        queue, self._queue = self._queue, []
+        for run in queue:
+            run()

@@ -1,0 +1,157 @@
+"""Spray, success after spray, brute force and stuffing on crafted sequences, against
+both the memory and the Redis state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.unit.anomaly.conftest import Run
+from tests.unit.anomaly.events import T0, failure, success
+
+ONLY_SPRAY = {
+    "password_spray": {"threshold": 5, "network_threshold": 8, "slow_threshold": 12},
+    "brute_force": {"enabled": False},
+    "new_context": {"enabled": False},
+    "dormant_credential": {"enabled": False},
+    "credential_stuffing": {"enabled": False},
+}
+
+
+def of(alerts: list[dict[str, Any]], detector: str) -> list[dict[str, Any]]:
+    return [a["alert"] for a in alerts if a["alert"]["detector"] == detector]
+
+
+def test_spray_fires_at_its_threshold_and_not_one_below(run: Run) -> None:
+    below = [failure(f"u{i}", "203.0.113.9", T0 + i * 10) for i in range(4)]
+    assert of(run(below, ONLY_SPRAY), "password_spray") == []
+    at = [*below, failure("u4", "203.0.113.9", T0 + 50)]
+    alerts = of(run(at, ONLY_SPRAY), "password_spray")
+    assert [(a["entity"], a["evidence"]["distinct_accounts"]) for a in alerts] == [
+        ("ip:203.0.113.9", 5)
+    ]
+    assert alerts[0]["severity"] == "signal"
+    assert alerts[0]["event_ids"] == [at[-1]["event_id"]]
+    assert alerts[0]["window"] == {"start": (T0 + 50 - 3600) * 1000, "end": (T0 + 50) * 1000}
+
+
+def test_the_same_account_failing_again_is_not_a_spray(run: Run) -> None:
+    events = [failure("alice", "203.0.113.9", T0 + i) for i in range(30)]
+    assert of(run(events, ONLY_SPRAY), "password_spray") == []
+
+
+def test_spray_is_one_alert_per_window_then_forgotten(run: Run) -> None:
+    first = [failure(f"u{i}", "203.0.113.9", T0 + i) for i in range(9)]
+    # Two hours later the counts are gone: 4 more accounts are not a spray ...
+    later = [failure(f"v{i}", "203.0.113.9", T0 + 7200 + i) for i in range(4)]
+    # ... and 5 are, a new alert in a new window.
+    again = [*later, failure("v4", "203.0.113.9", T0 + 7210)]
+    ip_only = {
+        **ONLY_SPRAY,
+        "password_spray": {"threshold": 5, "network_threshold": 99, "slow_threshold": 99},
+    }
+    alerts = of(run(first + later, ip_only), "password_spray")
+    assert len(alerts) == 1
+    alerts = of(run(first + again, ip_only), "password_spray")
+    assert [a["window"]["end"] for a in alerts] == [(T0 + 4) * 1000, (T0 + 7210) * 1000]
+
+
+def test_a_spray_spread_over_a_network_is_caught_by_the_network(run: Run) -> None:
+    events = [failure(f"u{i}", f"198.51.100.{i + 1}", T0 + i) for i in range(8)]
+    alerts = of(run(events, ONLY_SPRAY), "password_spray")
+    assert [(a["entity"], a["evidence"]["threshold"]) for a in alerts] == [
+        ("net:198.51.100.0/24", 8)
+    ]
+
+
+def test_a_slow_spray_is_caught_over_the_day(run: Run) -> None:
+    events = [failure(f"u{i}", "203.0.113.9", T0 + i * 1200) for i in range(12)]  # 3/hour
+    alerts = of(run(events, ONLY_SPRAY), "password_spray")
+    assert [(a["entity"], a["evidence"]["window_seconds"]) for a in alerts] == [
+        ("ip:203.0.113.9", 86400)
+    ]
+
+
+def test_named_networks_stand_for_the_network(run: Run) -> None:
+    events = [failure(f"u{i}", f"10.1.{i}.1", T0 + i) for i in range(8)]
+    alerts = of(run(events, ONLY_SPRAY, networks={"office": ["10.1.0.0/16"]}), "password_spray")
+    assert [a["entity"] for a in alerts] == ["net:office"]
+
+
+def test_success_after_spray_pages(run: Run) -> None:
+    spray = [failure(f"u{i}", "203.0.113.9", T0 + i) for i in range(5)]
+    hit = success("u3", "203.0.113.9", T0 + 600)
+    alerts = of(run([*spray, hit], ONLY_SPRAY), "success_after_spray")
+    assert [(a["entity"], a["severity"], a["event_ids"]) for a in alerts] == [
+        ("ip:203.0.113.9", "page", [hit["event_id"]])
+    ]
+    # An hour and more after the spray the source is no longer flagged.
+    late = success("u3", "203.0.113.9", T0 + 3700)
+    assert of(run([*spray, late], ONLY_SPRAY), "success_after_spray") == []
+    # Nor is a success from elsewhere.
+    other = success("u3", "192.0.2.1", T0 + 600)
+    assert of(run([*spray, other], ONLY_SPRAY), "success_after_spray") == []
+
+
+BRUTE = {"brute_force": {"threshold": 6, "window": 600}, "password_spray": {"enabled": False}}
+
+
+def test_brute_force_counts_per_account_and_address(run: Run) -> None:
+    five = [failure("alice", "203.0.113.9", T0 + i) for i in range(5)]
+    other_ip = failure("alice", "203.0.113.10", T0 + 6)
+    other_user = failure("bob", "203.0.113.9", T0 + 7)
+    assert of(run([*five, other_ip, other_user], BRUTE), "brute_force") == []
+    sixth = failure("alice", "203.0.113.9", T0 + 8)
+    seventh = failure("alice", "203.0.113.9", T0 + 9)
+    alerts = of(run([*five, other_ip, other_user, sixth, seventh], BRUTE), "brute_force")
+    assert [(a["entity"], a["evidence"]["failures"]) for a in alerts] == [
+        ("account:alice@ip:203.0.113.9", 6)
+    ]
+    # Failures spread beyond the window never add up.
+    spread = [failure("alice", "203.0.113.9", T0 + i * 200) for i in range(12)]
+    assert of(run(spread, BRUTE), "brute_force") == []
+
+
+STUFFING = {
+    "credential_stuffing": {"bucket": 60, "min_failures": 20, "learning": 600},
+    "password_spray": {"enabled": False},
+    "brute_force": {"enabled": False},
+    "new_context": {"enabled": False},
+    "dormant_credential": {"enabled": False},
+}
+
+
+def _minute(start: int, requests: int, failures: int, unknown: int = 0) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    for i in range(requests):
+        at = start + (i * 59) // max(1, requests)
+        if i < unknown:
+            events.append(failure(f"nobody{i}", f"192.0.2.{i % 250}", at, reason="UNKNOWN_USER"))
+        elif i < failures:
+            events.append(failure(f"user{i}", f"192.0.2.{i % 250}", at))
+        else:
+            events.append(success(f"user{i % 40}", "198.51.100.7", at))
+    return events
+
+
+def test_stuffing_is_a_rise_against_the_baseline_after_learning(run: Run) -> None:
+    normal = [e for m in range(15) for e in _minute(T0 + m * 60, 40, 2)]
+    attack = _minute(T0 + 15 * 60, 200, 150, unknown=120)
+    closer = [success("user1", "198.51.100.7", T0 + 16 * 60 + 1)]
+    alerts = of(run(normal + attack + closer, STUFFING), "credential_stuffing")
+    assert {a["evidence"]["measure"] for a in alerts} == {"failure_ratio", "unknown_share"}
+    assert all(a["severity"] == "page" and a["entity"] == "global" for a in alerts)
+    # The same burst while still learning is quiet.
+    early = [e for m in range(3) for e in _minute(T0 + m * 60, 40, 2)]
+    attack = _minute(T0 + 3 * 60, 200, 150, unknown=120)
+    closer = [success("user1", "198.51.100.7", T0 + 4 * 60 + 1)]
+    assert of(run(early + attack + closer, STUFFING), "credential_stuffing") == []
+
+
+def test_stuffing_needs_enough_failures(run: Run) -> None:
+    normal = [e for m in range(15) for e in _minute(T0 + m * 60, 40, 2)]
+    small = _minute(T0 + 15 * 60, 25, 19)  # a high ratio, but 19 < min_failures
+    closer = [success("user1", "198.51.100.7", T0 + 16 * 60 + 1)]
+    assert of(run(normal + small + closer, STUFFING), "credential_stuffing") == []
+    enough = _minute(T0 + 15 * 60, 25, 20)
+    alerts = of(run(normal + enough + closer, STUFFING), "credential_stuffing")
+    assert [a["evidence"]["failures"] for a in alerts] == [20]
