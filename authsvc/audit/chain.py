@@ -5,8 +5,17 @@
 ``chain`` (``prev``: the previous event's hash, ``GENESIS`` for the first; ``hash``: see
 ``authsvc.audit.schema.event_hash``), then hands the event to the sink, all under one
 lock so that the order in the sink is the order of the chain. ``seq`` and ``prev``
-advance only once the sink has accepted the event: a refused event leaves no gap, and
-the next event takes the same ``seq``.
+advance only once the sink has accepted the event.
+
+A sink that fails may still have taken the event: Redis can write it to its
+append-only file and die before it answers. So a refused event is kept, and sent again
+unchanged (same ``event_id``, ``seq`` and hash) before anything else; the store takes
+it once by its ``event_id``, and a file sink cuts a failed write back off. Another
+event in its place would fork the chain (two events with one ``seq``, which
+``verify`` reports as a reordering). Until the sink takes it, every later event is
+refused without being tried, so the trail may hold a decision whose answer was a 503,
+never a token without its decision. An event the sink refuses as invalid
+(``ValueError``, ``TypeError``) was not written, and is dropped.
 
 A hash chain alone shows edits, deletions and insertions only to someone who trusts
 its end; anyone able to rewrite the log can rewrite the chain after the change. So
@@ -29,8 +38,9 @@ RS256 is RSASSA-PKCS1-v1_5 with SHA-256.
 
 A checkpoint is not part of any caller's decision: when it cannot be signed or written,
 ``record`` still returns (the caller's event was accepted), the failure is logged, and
-the checkpoint is tried again with the next event. ``close`` writes a last checkpoint
-when events are uncovered, and raises if it cannot.
+the checkpoint is tried again with the next event (first of all, as any refused
+event). ``close`` writes a last checkpoint when events are uncovered, and raises if it
+cannot.
 """
 
 from __future__ import annotations
@@ -125,6 +135,8 @@ class ChainedAuditLog:
         self._first_uncovered = 1  # the seq the next checkpoint starts at
         self._last_checkpoint = clock()
         self._closed = False
+        #: A chained event the sink refused, but may have taken: sent again first.
+        self._pending: dict[str, Any] | None = None
 
     @property
     def writer(self) -> str:
@@ -137,6 +149,7 @@ class ChainedAuditLog:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the audit log is closed")
+            self._send_pending()
             self._append(event)
             if self._checkpoint_due():
                 try:
@@ -153,6 +166,7 @@ class ChainedAuditLog:
         with self._lock:
             if self._closed:
                 return
+            self._send_pending()
             if self._signer is not None and self._uncovered():
                 self._checkpoint()
             self._closed = True
@@ -178,9 +192,28 @@ class ChainedAuditLog:
         chained["chain"] = {"prev": self._prev}
         digest = event_hash(chained)
         chained["chain"] = {"prev": self._prev, "hash": digest}
-        self._sink.record(chained)
-        self._seq += 1
-        self._prev = digest
+        self._send(chained)
+
+    def _send_pending(self) -> None:
+        """Send the refused event again; raise (keeping it) if the sink still fails."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._send(pending)
+
+    def _send(self, chained: dict[str, Any]) -> None:
+        """Hand a chained event to the sink; once taken, the chain moves on to it."""
+        try:
+            self._sink.record(chained)
+        except (ValueError, TypeError):
+            raise  # refused for what it is, so not written: the next event takes its seq
+        except BaseException:
+            self._pending = chained  # perhaps written all the same: no other event in its place
+            raise
+        self._seq = chained["seq"]
+        self._prev = chained["chain"]["hash"]
+        if chained["type"] == CHECKPOINT_TYPE:
+            self._first_uncovered = self._seq + 1
+            self._last_checkpoint = chained["time"] / 1000
 
     def _checkpoint(self) -> None:
         assert self._signer is not None
@@ -209,5 +242,3 @@ class ChainedAuditLog:
                 },
             }
         )
-        self._first_uncovered = self._seq + 1
-        self._last_checkpoint = now

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from authsvc.audit import MemoryAuditLog
 from authsvc.audit.chain import CHECKPOINT_TYPE, ChainedAuditLog, checkpoint_payload
 from authsvc.audit.schema import GENESIS, SCHEMA, event_hash
+from authsvc.audit.verify import public_keys, verify_events
 from authsvc.tokens import KeyRing, generate_key
 
 WRITER = "host-a:101"
@@ -27,17 +28,36 @@ class Clock:
 
 
 class FlakySink:
-    """A sink that refuses while ``down`` or while ``refuse`` says so."""
+    """A sink that refuses (raising ``error``) while ``down`` or while ``refuse`` says
+    so; ``tried`` lists the ids of the events it was offered."""
 
     def __init__(self, refuse: Callable[[Mapping[str, Any]], bool] = lambda e: False) -> None:
         self.events: list[dict[str, Any]] = []
+        self.tried: list[str] = []
         self.down = False
         self.refuse = refuse
+        self.error: Exception = OSError("disk full")
 
     def record(self, event: Mapping[str, Any]) -> None:
+        self.tried.append(event["event_id"])
         if self.down or self.refuse(event):
-            raise OSError("disk full")
+            raise self.error
         self.events.append(dict(event))
+
+
+class UnansweringSink:
+    """Keeps each ``event_id`` once, as the store does; while ``lost`` is set it takes
+    the event and then fails, as a Redis that dies between writing and answering."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.lost = False
+
+    def record(self, event: Mapping[str, Any]) -> None:
+        if all(e["event_id"] != event["event_id"] for e in self.events):
+            self.events.append(dict(event))
+        if self.lost:
+            raise ConnectionResetError("connection reset by peer")
 
 
 def decision(n: int) -> dict[str, Any]:
@@ -89,14 +109,59 @@ def test_a_given_schema_is_kept_and_a_foreign_writer_replaced() -> None:
     assert sink.events[0]["writer"] == WRITER
 
 
-def test_a_refused_event_leaves_no_gap() -> None:
+def test_a_refused_event_goes_first_once_the_sink_is_back() -> None:
     sink = FlakySink()
     log = ChainedAuditLog(sink, writer=WRITER, signer=None)
     log.record(decision(1))
     sink.down = True
     with pytest.raises(OSError, match="disk full"):
         log.record(decision(2))
+    with pytest.raises(OSError, match="disk full"):
+        log.record(decision(3))  # refused without being tried: ev-2 must go first
     sink.down = False
+    log.record(decision(4))
+
+    assert sink.tried == ["ev-1", "ev-2", "ev-2", "ev-2", "ev-4"]
+    assert [(e["event_id"], e["seq"]) for e in sink.events] == [
+        ("ev-1", 1),
+        ("ev-2", 2),
+        ("ev-4", 3),
+    ]
+    assert verify_events(sink.events, keys=None).ok
+
+
+def test_an_event_taken_but_not_answered_does_not_fork_the_chain(ring: KeyRing) -> None:
+    sink = UnansweringSink()
+    log = ChainedAuditLog(sink, writer=WRITER, signer=lambda: ring.signing_key, checkpoint_every=3)
+    log.record(decision(1))
+    sink.lost = True
+    with pytest.raises(ConnectionResetError):
+        log.record(decision(2))
+    sink.lost = False
+    for n in (3, 4, 5):
+        log.record(decision(n))
+    log.close()
+
+    assert [e["seq"] for e in sink.events] == list(range(1, 8))
+    assert [e["event_id"] for e in sink.events if e["type"] != CHECKPOINT_TYPE] == [
+        "ev-1",
+        "ev-2",
+        "ev-3",
+        "ev-4",
+        "ev-5",
+    ]
+    report = verify_events(sink.events, keys=public_keys(ring))
+    assert report.ok, report.first_problem
+    assert (report.checkpoints, report.uncovered) == (2, 0)
+
+
+def test_an_event_the_sink_finds_invalid_is_dropped() -> None:
+    sink = FlakySink(refuse=lambda e: e["event_id"] == "ev-2")
+    sink.error = ValueError("audit event is not JSON")
+    log = ChainedAuditLog(sink, writer=WRITER, signer=None)
+    log.record(decision(1))
+    with pytest.raises(ValueError, match="not JSON"):
+        log.record(decision(2))
     log.record(decision(3))
 
     assert [(e["event_id"], e["seq"]) for e in sink.events] == [("ev-1", 1), ("ev-3", 2)]
@@ -205,19 +270,21 @@ def test_signature_verifies_with_the_certificate(
         public.verify(signature, payload, padding.PKCS1v15(), hashes.SHA256())
 
 
-def test_a_failed_checkpoint_is_retried_with_the_next_event(ring: KeyRing) -> None:
+def test_a_failed_checkpoint_is_retried_first_with_the_next_event(ring: KeyRing) -> None:
     sink = FlakySink(refuse=lambda e: e["type"] == CHECKPOINT_TYPE)
     log = ChainedAuditLog(sink, writer=WRITER, signer=lambda: ring.signing_key, checkpoint_every=2)
     log.record(decision(1))
     log.record(decision(2))  # its checkpoint is refused; the event itself stands
-    log.record(decision(3))
-    assert [e["seq"] for e in sink.events] == [1, 2, 3]
+    with pytest.raises(OSError):
+        log.record(decision(3))  # the checkpoint may have been written: it goes first
+    assert [e["seq"] for e in sink.events] == [1, 2]
 
     sink.refuse = lambda e: False
     log.record(decision(4))
-    assert [e["seq"] for e in sink.events] == [1, 2, 3, 4, 5]
-    cp = sink.events[4]["checkpoint"]
-    assert (cp["first_seq"], cp["last_seq"], cp["count"]) == (1, 4, 4)
+    assert [e["seq"] for e in sink.events] == [1, 2, 3, 4]
+    cp = sink.events[2]["checkpoint"]
+    assert (cp["first_seq"], cp["last_seq"], cp["count"]) == (1, 2, 2)
+    assert verify_events(sink.events, keys=public_keys(ring)).ok
 
 
 def test_a_failing_signer_does_not_fail_the_event(ring: KeyRing) -> None:
