@@ -77,14 +77,14 @@ class _RedisOps:
         self._pipe.pfadd(keys[0], *members)
         self._pipe.expire(keys[0], ttl)
         self._pipe.pfcount(*keys)
-        handle = Handle[int]()
+        handle: Handle[int] = Handle()
         self._add(3, lambda r: int(r[2]), handle)
         return handle
 
     def distinct_count(self, key: str, window: int) -> Handle[int]:
         keys, _ = self._window(key, window)
         self._pipe.pfcount(*keys)
-        handle = Handle[int]()
+        handle: Handle[int] = Handle()
         self._add(1, lambda r: int(r[0]), handle)
         return handle
 
@@ -93,7 +93,7 @@ class _RedisOps:
         self._pipe.incrby(keys[0], amount)
         self._pipe.expire(keys[0], ttl)
         self._pipe.mget(keys)
-        handle = Handle[int]()
+        handle: Handle[int] = Handle()
         self._add(3, lambda r: sum(int(v) for v in r[2] if v is not None), handle)
         return handle
 
@@ -101,7 +101,7 @@ class _RedisOps:
         full = self._prefix + key
         self._pipe.incrby(full, amount)
         self._pipe.expire(full, max(1, ttl))
-        handle = Handle[int]()
+        handle: Handle[int] = Handle()
         self._add(2, lambda r: int(r[0]), handle)
         return handle
 
@@ -109,19 +109,19 @@ class _RedisOps:
         full = self._prefix + key
         self._pipe.sadd(full, member)
         self._pipe.expire(full, max(1, ttl))
-        handle = Handle[bool]()
+        handle: Handle[bool] = Handle()
         self._add(2, lambda r: bool(r[0]), handle)
         return handle
 
     def cardinality(self, key: str) -> Handle[int]:
         self._pipe.scard(self._prefix + key)
-        handle = Handle[int]()
+        handle: Handle[int] = Handle()
         self._add(1, lambda r: int(r[0]), handle)
         return handle
 
     def first(self, key: str, value: str, ttl: int) -> Handle[str | None]:
         self._pipe.set(self._prefix + key, value, nx=True, get=True, ex=max(1, ttl))
-        handle = Handle[str | None]()
+        handle: Handle[str | None] = Handle()
         self._add(1, lambda r: _text(r[0]), handle)
         return handle
 
@@ -132,25 +132,25 @@ class _RedisOps:
             args=[value, self.now, until, max(1, ttl) + 86400],
             client=self._pipe,
         )
-        handle = Handle[str | None]()
+        handle: Handle[str | None] = Handle()
         self._add(1, lambda r: _text(r[0]) if r[0] else None, handle)
         return handle
 
     def swap(self, key: str, value: str, ttl: int) -> Handle[str | None]:
         self._pipe.set(self._prefix + key, value, get=True, ex=max(1, ttl))
-        handle = Handle[str | None]()
+        handle: Handle[str | None] = Handle()
         self._add(1, lambda r: _text(r[0]), handle)
         return handle
 
     def get(self, key: str) -> Handle[str | None]:
         self._pipe.get(self._prefix + key)
-        handle = Handle[str | None]()
+        handle: Handle[str | None] = Handle()
         self._add(1, lambda r: _text(r[0]), handle)
         return handle
 
     def hgetall(self, key: str) -> Handle[dict[str, str]]:
         self._pipe.hgetall(self._prefix + key)
-        handle = Handle[dict[str, str]]()
+        handle: Handle[dict[str, str]] = Handle()
         self._add(
             1, lambda r: {str(_text(k)): str(_text(v)) for k, v in dict(r[0]).items()}, handle
         )

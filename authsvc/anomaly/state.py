@@ -138,7 +138,10 @@ class _MemoryOps:
         self._queue: list[Callable[[], None]] = []
 
     def _queue_op(self, handle: Handle[T], run: Callable[[], T]) -> Handle[T]:
-        self._queue.append(lambda: handle.set(run()))
+        # In memory an operation runs at once: the order, and so every answer, is the
+        # batch's. (Tests run every detector on both states, so a detector that reads an
+        # answer before its batch ran still fails, on Redis.)
+        handle.set(run())
         return handle
 
     def _buckets(self, key: str, window: int) -> tuple[list[str], int, int]:
@@ -156,10 +159,10 @@ class _MemoryOps:
             self._state.data[keys[0]] = (expires_at, current)
             return self._union(keys)
 
-        return self._queue_op(Handle[int](), run)
+        return self._queue_op(Handle(), run)
 
     def distinct_count(self, key: str, window: int) -> Handle[int]:
-        return self._queue_op(Handle[int](), lambda: self._union(self._buckets(key, window)[0]))
+        return self._queue_op(Handle(), lambda: self._union(self._buckets(key, window)[0]))
 
     def _union(self, keys: list[str]) -> int:
         seen: set[str] = set()
@@ -176,7 +179,7 @@ class _MemoryOps:
             self._state.data[keys[0]] = (expires_at, current + amount)
             return sum(self._state.live(k, self.now) or 0 for k in keys)
 
-        return self._queue_op(Handle[int](), run)
+        return self._queue_op(Handle(), run)
 
     def incr(self, key: str, amount: int, ttl: int) -> Handle[int]:
         def run() -> int:
@@ -184,7 +187,7 @@ class _MemoryOps:
             self._state.data[key] = (self.now + ttl, value)
             return value
 
-        return self._queue_op(Handle[int](), run)
+        return self._queue_op(Handle(), run)
 
     def remember(self, key: str, member: str, ttl: int) -> Handle[bool]:
         def run() -> bool:
@@ -196,10 +199,10 @@ class _MemoryOps:
             self._state.data[key] = (self.now + ttl, members)
             return new
 
-        return self._queue_op(Handle[bool](), run)
+        return self._queue_op(Handle(), run)
 
     def cardinality(self, key: str) -> Handle[int]:
-        return self._queue_op(Handle[int](), lambda: len(self._state.live(key, self.now) or ()))
+        return self._queue_op(Handle(), lambda: len(self._state.live(key, self.now) or ()))
 
     def first(self, key: str, value: str, ttl: int) -> Handle[str | None]:
         def run() -> str | None:
@@ -208,7 +211,7 @@ class _MemoryOps:
                 self._state.data[key] = (self.now + ttl, value)
             return current  # type: ignore[no-any-return]
 
-        return self._queue_op(Handle[str | None](), run)
+        return self._queue_op(Handle(), run)
 
     def claim(self, key: str, value: str, ttl: int) -> Handle[str | None]:
         return self.first(key, value, ttl)  # memory expires by event time anyway
@@ -219,14 +222,14 @@ class _MemoryOps:
             self._state.data[key] = (self.now + ttl, value)
             return current  # type: ignore[no-any-return]
 
-        return self._queue_op(Handle[str | None](), run)
+        return self._queue_op(Handle(), run)
 
     def get(self, key: str) -> Handle[str | None]:
-        return self._queue_op(Handle[str | None](), lambda: self._state.live(key, self.now))
+        return self._queue_op(Handle(), lambda: self._state.live(key, self.now))
 
     def hgetall(self, key: str) -> Handle[dict[str, str]]:
         return self._queue_op(
-            Handle[dict[str, str]](), lambda: dict(self._state.live(key, self.now) or {})
+            Handle(), lambda: dict(self._state.live(key, self.now) or {})
         )
 
     def hset(self, key: str, fields: Mapping[str, str], ttl: int) -> None:
@@ -235,7 +238,7 @@ class _MemoryOps:
             current.update(fields)
             self._state.data[key] = (self.now + ttl, current)
 
-        self._queue.append(run)
+        run()
 
     def execute(self) -> None:
         queue, self._queue = self._queue, []

@@ -9,6 +9,7 @@ set when the address is in one).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +69,7 @@ class Networks:
         return self._geo.country(ip) if self._geo is not None else None
 
 
+@functools.lru_cache(maxsize=65536)
 def prefix_of(ip: str, v4: int = 24, v6: int = 48) -> str | None:
     try:
         address = ipaddress.ip_address(ip)
@@ -77,6 +79,7 @@ def prefix_of(ip: str, v4: int = 24, v6: int = 48) -> str | None:
     return str(ipaddress.ip_network(f"{address}/{bits}", strict=False))
 
 
+@functools.lru_cache(maxsize=4096)
 def client_family(user_agent: str) -> str:
     """A coarse client family from a User-Agent: docker, docker-desktop, podman, ..."""
     ua = user_agent.strip()

@@ -3,6 +3,7 @@ CI, a principal in a new context, a dormant credential, a one-time proof present
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterator
 
@@ -96,6 +97,7 @@ class CiOutsideCiDetector:
         )
 
 
+@functools.lru_cache(maxsize=65536)
 def _prefix(ip: str, bits: int) -> str | None:
     try:
         address = ipaddress.ip_address(ip)
