@@ -228,9 +228,7 @@ class _MemoryOps:
         return self._queue_op(Handle(), lambda: self._state.live(key, self.now))
 
     def hgetall(self, key: str) -> Handle[dict[str, str]]:
-        return self._queue_op(
-            Handle(), lambda: dict(self._state.live(key, self.now) or {})
-        )
+        return self._queue_op(Handle(), lambda: dict(self._state.live(key, self.now) or {}))
 
     def hset(self, key: str, fields: Mapping[str, str], ttl: int) -> None:
         def run() -> None:
