@@ -18,14 +18,28 @@ sink may retry or replay a batch whose answer it never got. Trimming keeps at le
 the newest ``max_len`` events and every event at or after ``min_time_ms``: the memory
 store trims exactly; Redis trims approximately (``~``: whole stream nodes, so it may
 keep up to ``stream-node-max-entries``, 100 by default, more than asked).
+
+Backoff counters (``note_failure``, ``backoff_state``, ``clear_failures``) count failed
+logins under an opaque key (the caller hashes what it counts). Failures are counted in a
+fixed window that opens with the first failure; once ``threshold`` of them fell in it,
+each failure sets ``wait_until = now + min(max_delay, base_delay * 2**(failures -
+threshold))`` (a wait is never shortened). A counter is gone once ``now`` is past both
+its window and its wait; Redis expires it then (a TTL from the caller's ``now``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-__all__ = ["AUDIT_SEEN_TTL", "AuditEntry", "SessionRecord", "Store", "open_store"]
+__all__ = [
+    "AUDIT_SEEN_TTL",
+    "AuditEntry",
+    "BackoffState",
+    "SessionRecord",
+    "Store",
+    "open_store",
+]
 
 #: A stored session credential: its id plus the caller's fields.
 SessionRecord = dict[str, str]
@@ -33,6 +47,15 @@ SessionRecord = dict[str, str]
 AuditEntry = tuple[str, dict[str, Any]]
 #: Seconds an appended ``event_id`` is remembered when no ``min_time_ms`` bounds it.
 AUDIT_SEEN_TTL = 7 * 86400
+
+
+class BackoffState(NamedTuple):
+    """A backoff counter as seen at ``now``."""
+
+    #: Failures counted in the window open at ``now`` (0 once it has closed).
+    failures: int
+    #: No attempt before this time (0: none pending at ``now``).
+    wait_until: int
 
 
 class Store(Protocol):
@@ -88,6 +111,27 @@ class Store(Protocol):
 
     def audit_length(self) -> int:
         """How many events the audit stream holds now."""
+
+    def note_failure(
+        self,
+        key: str,
+        now: int,
+        *,
+        window: int,
+        threshold: int,
+        base_delay: int,
+        max_delay: int,
+    ) -> int:
+        """Count one failure under ``key`` (atomic, one round trip); return the time
+        before which no attempt is allowed (0: none). ``window`` opens at the first
+        failure; from the ``threshold``-th failure in it on, each failure doubles the
+        wait from ``base_delay`` up to ``max_delay``."""
+
+    def backoff_state(self, key: str, now: int) -> BackoffState:
+        """The counter under ``key`` at ``now`` (``(0, 0)`` when there is none)."""
+
+    def clear_failures(self, key: str) -> None:
+        """Forget the counter under ``key`` (after a success)."""
 
     def close(self) -> None:
         """Release connections."""

@@ -16,6 +16,9 @@ The audit stream is a list of ``(stream id, JSON text)`` with ids ``"<ms>-<seq>"
 exactly: to the newest ``max_len`` entries and to ids at or after ``min_time_ms``. Seen
 event ids are remembered for the same time as in Redis, but at most the newest
 ``max(max_len, _SEEN_MIN)`` of them, so memory stays bounded under any load.
+
+Backoff counters live until ``now`` passes both their window and their wait; the sweep
+drops the ones dead at the latest ``now`` a caller passed in.
 """
 
 from __future__ import annotations
@@ -31,12 +34,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from authsvc.store import AUDIT_SEEN_TTL, AuditEntry, SessionRecord
+from authsvc.store import AUDIT_SEEN_TTL, AuditEntry, BackoffState, SessionRecord
 
 __all__ = [
+    "MAX_DOUBLINGS",
     "MemoryStore",
     "audit_seen_ttl",
+    "backoff_delay",
     "check_audit_limits",
+    "check_backoff_limits",
     "check_record",
     "encode_audit_events",
     "parse_stream_id",
@@ -50,11 +56,23 @@ _SEEN_MIN = 100_000
 _COMPACT_AFTER = 1024
 
 
+#: Past this many doublings every wait is ``max_delay`` (no huge powers of two).
+MAX_DOUBLINGS = 40
+
+
 @dataclass(slots=True)
 class _Session:
     fields: dict[str, str]
     index: str
     expires_at: int
+
+
+@dataclass(slots=True)
+class _Counter:
+    failures: int
+    #: The window's end: failures before it count, the first one after opens a new one.
+    reset_at: int
+    wait_until: int
 
 
 class MemoryStore:
@@ -67,6 +85,7 @@ class MemoryStore:
         self._sessions: dict[str, _Session] = {}
         self._configs: dict[str, str] = {}
         self._indexes: dict[str, set[str]] = {}
+        self._counters: dict[str, _Counter] = {}
         #: The latest ``now`` seen from a caller: sessions dead at it are swept.
         self._latest_now = 0
         self._writes = 0
@@ -182,6 +201,46 @@ class MemoryStore:
         with self._lock:
             return len(self._audit_keys) - self._audit_head
 
+    def note_failure(
+        self,
+        key: str,
+        now: int,
+        *,
+        window: int,
+        threshold: int,
+        base_delay: int,
+        max_delay: int,
+    ) -> int:
+        check_backoff_limits(window, threshold, base_delay, max_delay)
+        with self._lock:
+            self._latest_now = max(self._latest_now, now)
+            counter = self._counters.get(key)
+            if counter is None:
+                counter = self._counters[key] = _Counter(0, now + window, 0)
+            elif now >= counter.reset_at:
+                counter.failures, counter.reset_at = 0, now + window
+            counter.failures += 1
+            if counter.failures >= threshold:
+                delay = backoff_delay(counter.failures - threshold, base_delay, max_delay)
+                counter.wait_until = max(counter.wait_until, now + delay)
+            self._wrote(time.time())
+            return counter.wait_until if counter.wait_until > now else 0
+
+    def backoff_state(self, key: str, now: int) -> BackoffState:
+        with self._lock:
+            self._latest_now = max(self._latest_now, now)
+            counter = self._counters.get(key)
+            if counter is None:
+                return BackoffState(0, 0)
+            return BackoffState(
+                counter.failures if now < counter.reset_at else 0,
+                counter.wait_until if counter.wait_until > now else 0,
+            )
+
+    def clear_failures(self, key: str) -> None:
+        with self._lock:
+            self._counters.pop(key, None)
+
     def close(self) -> None:
         return None
 
@@ -222,6 +281,11 @@ class MemoryStore:
         dead = [s for s, rec in self._sessions.items() if rec.expires_at <= self._latest_now]
         for session_id in dead:
             self._drop(session_id)
+        self._counters = {
+            key: counter
+            for key, counter in self._counters.items()
+            if max(counter.reset_at, counter.wait_until) > self._latest_now
+        }
 
 
 def check_record(record: Mapping[str, str]) -> dict[str, str]:
@@ -280,6 +344,30 @@ def encode_audit_events(events: Sequence[Mapping[str, Any]]) -> list[tuple[str, 
             raise ValueError(f"audit event {event_id} is not JSON: {exc}") from exc
         batch.append((event_id, text))
     return batch
+
+
+def check_backoff_limits(window: int, threshold: int, base_delay: int, max_delay: int) -> None:
+    """Refuse a backoff counter's limits below 1, or a ``max_delay`` under ``base_delay``."""
+    for name, value in (
+        ("window", window),
+        ("threshold", threshold),
+        ("base_delay", base_delay),
+        ("max_delay", max_delay),
+    ):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, not {value}")
+    if max_delay < base_delay:
+        raise ValueError(f"max_delay ({max_delay}) must not be shorter than base_delay")
+
+
+def backoff_delay(doublings: int, base_delay: int, max_delay: int) -> int:
+    """``min(max_delay, base_delay * 2**doublings)`` without building huge numbers.
+
+    The Redis store's script computes the same (``MAX_DOUBLINGS`` is its cut-off too).
+    """
+    if doublings >= MAX_DOUBLINGS:
+        return max_delay
+    return min(max_delay, base_delay << doublings)
 
 
 def audit_seen_ttl(min_time_ms: int | None, now_ms: int) -> int:

@@ -10,12 +10,20 @@ Key layout (everything under ``prefix``, ``authsvc:`` by default)::
     {prefix}audit                    stream, one field ``event`` (JSON) append/read_audit
     {prefix}audit-seen:{event_id}    string "1", EX the retention window  append_audit
                                      (or AUDIT_SEEN_TTL): idempotent appends
+    {prefix}backoff:{key}            hash failures, reset_at,            note_failure,
+                                     wait_until; EXPIRE until both the   backoff_state,
+                                     window and the wait are over        clear_failures
 
 ``append_audit`` is one script per batch. For each event it checks the seen key, and
 only if it is absent XADDs the event (``MAXLEN ~ max_len``) and then sets the seen key:
 a command that fails stops the script before the event counts as seen, so a retry
 appends it. ``MINID ~`` trimming (XADD takes one trim strategy) is one XTRIM at the end;
 the seen keys' lifetime is computed from the server's ``TIME``, the clock stream ids use.
+
+``note_failure`` is one script: read the counter, open a new window if the last one
+closed, count, set the wait, and EXPIRE the key relative to the caller's ``now`` (so a
+counter lives as long as its window or its wait, whatever the server's clock says).
+``backoff_state`` is one HMGET, judged against ``now`` here as in the memory store.
 
 Every method is one round trip: one command, one MULTI pipeline, or one Lua script
 (the first call of a script after a Redis restart costs one extra SCRIPT LOAD).
@@ -42,9 +50,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from authsvc.errors import StoreUnavailable
-from authsvc.store import AUDIT_SEEN_TTL, AuditEntry, SessionRecord
+from authsvc.store import AUDIT_SEEN_TTL, AuditEntry, BackoffState, SessionRecord
 from authsvc.store.memory import (
+    MAX_DOUBLINGS,
     check_audit_limits,
+    check_backoff_limits,
     check_record,
     encode_audit_events,
     parse_stream_id,
@@ -138,6 +148,36 @@ return added
 """
 
 
+# KEYS[1] the counter hash. ARGV[1] now, ARGV[2] window, ARGV[3] threshold,
+# ARGV[4] base_delay, ARGV[5] max_delay, ARGV[6] doublings past which the wait is
+# max_delay. Returns wait_until, or 0 when no wait is pending at now.
+_NOTE_FAILURE = """
+local now = tonumber(ARGV[1])
+local state = redis.call('HMGET', KEYS[1], 'failures', 'reset_at', 'wait_until')
+local failures = tonumber(state[1]) or 0
+local reset_at = tonumber(state[2]) or 0
+local wait_until = tonumber(state[3]) or 0
+if now >= reset_at then
+  failures = 0
+  reset_at = now + tonumber(ARGV[2])
+end
+failures = failures + 1
+local doublings = failures - tonumber(ARGV[3])
+if doublings >= 0 then
+  local delay = tonumber(ARGV[5])
+  if doublings < tonumber(ARGV[6]) then
+    delay = math.min(delay, tonumber(ARGV[4]) * 2 ^ doublings)
+  end
+  wait_until = math.max(wait_until, now + delay)
+end
+redis.call('HSET', KEYS[1], 'failures', failures, 'reset_at', reset_at,
+           'wait_until', wait_until)
+redis.call('EXPIRE', KEYS[1], math.max(reset_at, wait_until) - now)
+if wait_until > now then return wait_until end
+return 0
+"""
+
+
 class RedisStore:
     """A ``Store`` on Redis (``redis://``, ``rediss://``, ``unix://``)."""
 
@@ -152,11 +192,13 @@ class RedisStore:
         self._configs = f"{prefix}configs"
         self._audit = f"{prefix}audit"
         self._audit_seen = f"{prefix}audit-seen:"
+        self._backoff = f"{prefix}backoff:"
         self._use_script = client.register_script(_USE_SESSION)
         self._claim_script = client.register_script(_CLAIM)
         self._delete_script = client.register_script(_DELETE_SESSION)
         self._list_script = client.register_script(_LIST_SESSIONS)
         self._append_audit_script = client.register_script(_APPEND_AUDIT)
+        self._note_failure_script = client.register_script(_NOTE_FAILURE)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str) -> RedisStore:
@@ -278,6 +320,43 @@ class RedisStore:
     def audit_length(self) -> int:
         with self._guard():
             return self._client.xlen(self._audit)
+
+    def note_failure(
+        self,
+        key: str,
+        now: int,
+        *,
+        window: int,
+        threshold: int,
+        base_delay: int,
+        max_delay: int,
+    ) -> int:
+        check_backoff_limits(window, threshold, base_delay, max_delay)
+        args = [now, window, threshold, base_delay, max_delay, MAX_DOUBLINGS]
+        with self._guard():
+            reply: object = self._note_failure_script(keys=[self._backoff + key], args=args)
+        if not isinstance(reply, int):
+            raise self._unexpected(reply)
+        return reply
+
+    def backoff_state(self, key: str, now: int) -> BackoffState:
+        with self._guard():
+            reply: object = self._client.hmget(
+                self._backoff + key, ["failures", "reset_at", "wait_until"]
+            )
+        if not isinstance(reply, list) or len(reply) != 3:
+            raise self._unexpected(reply)
+        try:
+            failures, reset_at, wait_until = (0 if v is None else int(v) for v in reply)
+        except ValueError as exc:
+            raise self._unexpected(reply) from exc
+        return BackoffState(
+            failures if now < reset_at else 0, wait_until if wait_until > now else 0
+        )
+
+    def clear_failures(self, key: str) -> None:
+        with self._guard():
+            self._client.delete(self._backoff + key)
 
     def close(self) -> None:
         with self._guard():

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from authsvc.errors import StoreUnavailable
-from authsvc.store import Store, open_store
+from authsvc.store import BackoffState, Store, open_store
 from authsvc.store.memory import MemoryStore
 from authsvc.store.redis import RedisStore
 
@@ -352,6 +352,10 @@ def test_redis_errors_become_store_unavailable(
         store.close()
 
 
+#: Backoff limits for the contract: a 60 s window, waits of 2, 4, 8 s from the 3rd failure.
+_LIMITS = {"window": 60, "threshold": 3, "base_delay": 2, "max_delay": 10}
+
+
 _CALLS: dict[str, Callable[[Store], object]] = {
     "ping": lambda s: s.ping(),
     "claim_once": lambda s: s.claim_once("k", int(time.time()) + HOUR),
@@ -366,6 +370,9 @@ _CALLS: dict[str, Callable[[Store], object]] = {
     ),
     "read_audit": lambda s: s.read_audit(),
     "audit_length": lambda s: s.audit_length(),
+    "note_failure": lambda s: s.note_failure("k", int(time.time()), **_LIMITS),
+    "backoff_state": lambda s: s.backoff_state("k", int(time.time())),
+    "clear_failures": lambda s: s.clear_failures("k"),
 }
 
 
@@ -661,3 +668,176 @@ def test_redis_append_audit_is_one_round_trip(
     finally:
         store.close()
     assert sent == ["EVALSHA"]
+
+
+# -- backoff counters ---------------------------------------------------------------
+
+
+def _fail(store: Store, key: str, now: int, times: int = 1, **limits: int) -> list[int]:
+    """``note_failure`` ``times`` times at ``now``; each answer (its wait_until)."""
+    return [store.note_failure(key, now, **{**_LIMITS, **limits}) for _ in range(times)]
+
+
+def test_an_unknown_counter_is_empty(store: Store, now: int) -> None:
+    assert store.backoff_state("nobody", now) == BackoffState(0, 0)
+    store.clear_failures("nobody")  # nothing to clear is fine
+
+
+def test_failures_below_the_threshold_set_no_wait(store: Store, now: int) -> None:
+    assert _fail(store, "k", now, 2) == [0, 0]
+    assert store.backoff_state("k", now) == BackoffState(2, 0)
+    assert store.backoff_state("k", now + 59) == BackoffState(2, 0)
+
+
+def test_from_the_threshold_on_each_failure_doubles_the_wait_up_to_the_cap(
+    store: Store, now: int
+) -> None:
+    assert _fail(store, "k", now, 2) == [0, 0]
+    assert _fail(store, "k", now + 1, 1) == [now + 1 + 2]
+    assert _fail(store, "k", now + 3, 1) == [now + 3 + 4]
+    assert _fail(store, "k", now + 7, 1) == [now + 7 + 8]
+    assert _fail(store, "k", now + 15, 2) == [now + 15 + 10] * 2  # capped at max_delay
+    assert store.backoff_state("k", now + 15) == BackoffState(7, now + 25)
+    assert store.backoff_state("k", now + 24) == BackoffState(7, now + 25)
+    assert store.backoff_state("k", now + 25) == BackoffState(7, 0)
+
+
+def test_a_wait_is_never_shortened(store: Store, now: int) -> None:
+    _fail(store, "k", now, 4)  # the 4th failure: wait 4 s
+    assert store.backoff_state("k", now).wait_until == now + 4
+    # a failure that still got through (a race, an outage) counts and only lengthens it
+    assert _fail(store, "k", now + 1, 1, max_delay=2, base_delay=1) == [now + 4]
+
+
+def test_many_failures_wait_max_delay_without_overflow(store: Store, now: int) -> None:
+    answers = _fail(store, "k", now, 80, threshold=1, base_delay=3, max_delay=900)
+    assert answers[:4] == [now + 3, now + 6, now + 12, now + 24]
+    assert set(answers[9:]) == {now + 900}
+    assert store.backoff_state("k", now) == BackoffState(80, now + 900)
+
+
+def test_the_window_opens_at_the_first_failure_and_then_starts_over(
+    store: Store, now: int
+) -> None:
+    _fail(store, "k", now, 2)
+    _fail(store, "k", now + 30, 0)
+    assert store.backoff_state("k", now + 59) == BackoffState(2, 0)
+    assert store.backoff_state("k", now + 60) == BackoffState(0, 0)
+    # the window is fixed (from the first failure), not sliding: two more after it are
+    # the first two of a new window, below the threshold again
+    assert _fail(store, "k", now + 60, 2) == [0, 0]
+    assert store.backoff_state("k", now + 60) == BackoffState(2, 0)
+
+
+def test_a_wait_outlives_the_window_that_set_it(store: Store, now: int) -> None:
+    _fail(store, "k", now, 8, window=5, max_delay=100)  # the 8th failure: wait 64 s
+    assert store.backoff_state("k", now + 10) == BackoffState(0, now + 64)
+    assert store.backoff_state("k", now + 64) == BackoffState(0, 0)
+
+
+def test_clear_forgets_the_failures_and_the_wait(store: Store, now: int) -> None:
+    _fail(store, "k", now, 3)
+    _fail(store, "other", now, 3)
+    store.clear_failures("k")
+    assert store.backoff_state("k", now) == BackoffState(0, 0)
+    assert _fail(store, "k", now, 1) == [0]
+    assert store.backoff_state("other", now) == BackoffState(3, now + 2)
+
+
+def test_counters_are_per_key_and_per_store(make_store: Callable[[], Store], now: int) -> None:
+    one, other = make_store(), make_store()
+    _fail(one, "k", now, 3)
+    assert one.backoff_state("k2", now) == BackoffState(0, 0)
+    assert other.backoff_state("k", now) == BackoffState(0, 0)
+
+
+def test_concurrent_failures_are_each_counted(store: Store, now: int) -> None:
+    threads = 20
+    start = threading.Barrier(threads)
+
+    def fail(_: int) -> int:
+        start.wait(timeout=10)
+        return store.note_failure("contended", now, **{**_LIMITS, "max_delay": 10_000})
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        answers = sorted(pool.map(fail, range(threads)))
+    # every failure from the 3rd on saw its own count: waits 2, 4, ... 2**18 s
+    assert answers == [0, 0] + [now + min(10_000, 2 << n) for n in range(threads - 2)]
+    assert store.backoff_state("contended", now).failures == threads
+
+
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        ({"window": 0}, "window must be at least 1, not 0"),
+        ({"threshold": 0}, "threshold must be at least 1, not 0"),
+        ({"base_delay": -1}, "base_delay must be at least 1, not -1"),
+        ({"base_delay": 20}, r"max_delay \(10\) must not be shorter than base_delay"),
+    ],
+)
+def test_backoff_limits_are_checked(
+    store: Store, now: int, limits: dict[str, int], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        _fail(store, "k", now, 1, **limits)
+    assert store.backoff_state("k", now) == BackoffState(0, 0)
+
+
+def test_memory_store_sweeps_dead_counters(monkeypatch: pytest.MonkeyPatch, now: int) -> None:
+    monkeypatch.setattr("authsvc.store.memory._SWEEP_EVERY", 5)
+    store = MemoryStore()
+    _fail(store, "short", now, 1, window=5)
+    _fail(store, "waiting", now, 3, window=5)  # waits until now + 2
+    assert sorted(store._counters) == ["short", "waiting"]
+    # the 5th write, at a now past both the window and the wait: both are dead
+    _fail(store, "fresh", now + 5, 1)
+    assert sorted(store._counters) == ["fresh"]
+
+
+@pytest.mark.redis
+def test_redis_backoff_key_layout_and_expiry(
+    redis_server_url: str, redis_client: redis.Redis[str], now: int
+) -> None:
+    prefix = _prefix()
+    store = RedisStore.from_url(redis_server_url, prefix=prefix)
+    try:
+        _fail(store, "a1b2", now, 2)
+        _fail(store, "waits", now, 8, max_delay=100)  # 64 s, past the 60 s window
+    finally:
+        store.close()
+
+    assert sorted(redis_client.scan_iter(match=f"{prefix}*")) == [
+        f"{prefix}backoff:a1b2",
+        f"{prefix}backoff:waits",
+    ]
+    assert redis_client.hgetall(f"{prefix}backoff:a1b2") == {
+        "failures": "2",
+        "reset_at": str(now + 60),
+        "wait_until": "0",
+    }
+    # a counter lives as long as its window or its wait, counted from the caller's now
+    assert 58 <= redis_client.ttl(f"{prefix}backoff:a1b2") <= 60
+    assert 62 <= redis_client.ttl(f"{prefix}backoff:waits") <= 64
+
+
+@pytest.mark.redis
+def test_redis_backoff_calls_are_one_round_trip_each(
+    redis_server_url: str, monkeypatch: pytest.MonkeyPatch, now: int
+) -> None:
+    store = RedisStore.from_url(redis_server_url, prefix=_prefix())
+    _fail(store, "warm", now, 1)  # loads the script
+    sent: list[object] = []
+    execute = store._client.execute_command
+
+    def counting(*args: Any, **options: Any) -> Any:
+        sent.append(args[0])
+        return execute(*args, **options)
+
+    monkeypatch.setattr(store._client, "execute_command", counting)
+    try:
+        _fail(store, "k", now, 1)
+        store.backoff_state("k", now)
+        store.clear_failures("k")
+    finally:
+        store.close()
+    assert sent == ["EVALSHA", "HMGET", "DEL"]
