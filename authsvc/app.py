@@ -20,6 +20,7 @@ from pathlib import Path
 
 from flask import Flask
 
+from authsvc.anomaly.backoff import Backoff
 from authsvc.audit import AuditLog, new_event_id
 from authsvc.audit.build import build_audit
 from authsvc.audit.fingerprint import Fingerprinter, load_or_create_key
@@ -205,6 +206,7 @@ class Runtime:
             oidc=oidc,
             aws=aws,
             fingerprint=self.fingerprint,
+            backoff=Backoff(self.store, settings.anomaly.backoff),
         )
 
     def _oidc(self, settings: Settings) -> OidcAuthenticator | None:

@@ -14,6 +14,8 @@ bodies themselves.
     │   └── PayloadTooLarge        413 a body or header over its cap
     ├── InvalidCredentials         401 wrong or unknown credentials (WWW-Authenticate)
     ├── Forbidden                  403 authenticated, but not allowed (admin endpoints only)
+    ├── TooManyAttempts            429 failed logins of this account from this address:
+    │                                  wait (Retry-After); POST: OAuth2 slow_down
     ├── ServiceUnavailable         503 a dependency (store, audit sink) is down
     │   └── StoreUnavailable       503 the store did not answer
     └── ConfigError                (not HTTP) configuration refused, with every problem
@@ -36,6 +38,7 @@ __all__ = [
     "PayloadTooLarge",
     "ServiceUnavailable",
     "StoreUnavailable",
+    "TooManyAttempts",
     "UnknownService",
     "UnsupportedGrantType",
 ]
@@ -64,6 +67,12 @@ class AuthsvcError(Exception):
         self.headers: dict[str, str] = dict(headers or {})
         if reason is not None:
             self.reason = reason
+
+    @property
+    def oauth_fields(self) -> dict[str, object]:
+        """Members an OAuth2 error body (POST) carries besides ``error`` and
+        ``error_description``."""
+        return {}
 
 
 class BadRequest(AuthsvcError):
@@ -116,6 +125,34 @@ class Forbidden(AuthsvcError):
     code = "DENIED"
     oauth_error = "access_denied"
     reason = "FORBIDDEN"
+
+
+class TooManyAttempts(AuthsvcError):
+    """Too many failed password logins of one account from one address: retry later.
+
+    Docker's registry errors name this ``TOOMANYREQUESTS`` (distribution's errcode).
+    OAuth2 has no token-endpoint error for it; ``slow_down`` (RFC 8628 section 3.5,
+    registered for token endpoint responses) is the one that tells a client to wait and
+    try again. ``invalid_grant`` would claim the password is wrong, which it may not be.
+    """
+
+    status = 429
+    code = "TOOMANYREQUESTS"
+    oauth_error = "slow_down"
+    reason = "TOO_MANY_ATTEMPTS"
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = max(1, retry_after)
+        super().__init__(
+            "too many failed logins for this account from this address: "
+            f"retry in {self.retry_after} seconds",
+            detail={"retry_after": self.retry_after},
+            headers={"Retry-After": str(self.retry_after)},
+        )
+
+    @property
+    def oauth_fields(self) -> dict[str, object]:
+        return {"retry_after": self.retry_after}
 
 
 class ServiceUnavailable(AuthsvcError):

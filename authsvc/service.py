@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from authsvc.anomaly.backoff import COUNTED_REASONS, Backoff
 from authsvc.audit import AuditLog, new_event_id
 from authsvc.audit.schema import SCHEMA
 from authsvc.config import Settings
@@ -134,6 +135,7 @@ class TokenService:
         oidc: OidcAuthenticator | None = None,
         aws: AwsAuthenticator | None = None,
         fingerprint: Callable[[str, str], str] | None = None,
+        backoff: Backoff | None = None,
     ) -> None:
         self._fingerprint = fingerprint
         #: Why the last decision could not be recorded (cleared by the next that is).
@@ -147,6 +149,7 @@ class TokenService:
         self._minter = minter
         self._audit = audit
         self._clock = clock
+        self._backoff = backoff
 
     def issue(self, request: TokenRequest) -> TokenGrant:
         now = int(self._clock())
@@ -238,7 +241,22 @@ class TokenService:
         if self._oidc is not None and self._oidc.handles(credential.password):
             login = self._oidc.authenticate_password(credential.password, now=now)
             return self._proof_login(login.identity, login.reuse, session=False)
-        return Authenticated(self._users.authenticate(credential.username, credential.password))
+        return Authenticated(self._password_login(credential, request.client_ip, now))
+
+    def _password_login(self, credential: Password, client_ip: str, now: int) -> Identity:
+        """A static user's password, behind the brute-force backoff (one store read)."""
+        if self._backoff is None:
+            return self._users.authenticate(credential.username, credential.password)
+        failures = self._backoff.check(credential.username, client_ip, now)
+        try:
+            identity = self._users.authenticate(credential.username, credential.password)
+        except InvalidCredentials as exc:
+            if exc.reason in COUNTED_REASONS:
+                self._backoff.failed(credential.username, client_ip, now)
+            raise
+        if failures:
+            self._backoff.clear(credential.username, client_ip, now)
+        return identity
 
     def _exchange(self, credential: SubjectToken, now: int) -> Authenticated:
         """RFC 8693: a one-time proof for a session credential."""

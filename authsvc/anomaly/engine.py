@@ -24,9 +24,11 @@ from authsvc.anomaly.state import Handle, Ops, State
 from authsvc.anomaly.view import EventView, Networks, view_of
 from authsvc.audit.schema import SCHEMA
 
-__all__ = ["ALERT_TYPE", "Detector", "Engine", "Finding", "alert_id"]
+__all__ = ["ALERT_TYPE", "OPEN_ALERT", "Detector", "Engine", "Finding", "alert_id"]
 
 ALERT_TYPE = "anomaly.alert"
+#: State key (under the state's prefix, ``{prefix}anomaly:``) of a principal's open alert.
+OPEN_ALERT = "open:"
 
 Severity = Literal["page", "signal"]
 Found = Callable[["Finding"], None]
@@ -118,6 +120,14 @@ class Engine:
             claims.append((detector, finding, alert, ops.claim(key, alert, finding.window)))
             for entity, extra in finding.covers:
                 ops.claim(f"alerted:{detector.name}:{entity}:{extra}", alert, finding.window)
+            if view.principal is not None:
+                # The principal has an open alert for the window: rules may shorten the
+                # tokens it gets meanwhile (``open_alert_token_ttl``).
+                ops.hset(
+                    OPEN_ALERT + view.principal,
+                    {"until": str(view.now + finding.window), "detector": detector.name},
+                    finding.window,
+                )
         ops.execute()
         alerts: list[dict[str, Any]] = []
         for detector, finding, alert, held in claims:
@@ -142,6 +152,7 @@ class Engine:
                         },
                         "evidence": dict(finding.evidence),
                         "event_ids": list(finding.event_ids or (view.event_id,)),
+                        **({"principal": view.principal} if view.principal else {}),
                     },
                 }
             )

@@ -1,7 +1,8 @@
 """The one place where errors become HTTP responses.
 
 GET answers carry the Docker registry error shape ``{"errors": [{code, message,
-detail}]}``; POST answers carry OAuth2's ``{"error", "error_description"}``. Anything
+detail}]}``; POST answers carry OAuth2's ``{"error", "error_description"}`` plus the
+error's own ``oauth_fields`` (``retry_after`` of a 429). Anything
 unexpected is logged with its stack trace and answered with a plain 500 that reveals
 nothing.
 """
@@ -9,6 +10,7 @@ nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -21,10 +23,19 @@ log = logging.getLogger(__name__)
 
 
 def _render(
-    status: int, *, code: str, oauth_error: str, message: str, detail: object = None
+    status: int,
+    *,
+    code: str,
+    oauth_error: str,
+    message: str,
+    detail: object = None,
+    oauth_fields: Mapping[str, object] | None = None,
 ) -> Response:
     if request.method == "POST" and request.path == "/token":
-        response = jsonify(error=oauth_error, error_description=message)
+        body: dict[str, object] = {"error": oauth_error, "error_description": message}
+        for name, value in (oauth_fields or {}).items():
+            body.setdefault(name, value)  # never replacing the two the protocol defines
+        response = jsonify(body)
     else:
         entry: dict[str, object] = {"code": code, "message": message}
         if detail is not None:
@@ -42,6 +53,7 @@ def render_error(error: AuthsvcError) -> Response:
         oauth_error=error.oauth_error,
         message=error.message,
         detail=error.detail,
+        oauth_fields=error.oauth_fields,
     )
     if isinstance(error, InvalidCredentials):
         realm = current_app.extensions["authsvc"].settings.realm

@@ -673,6 +673,26 @@ def test_get_token_audit_failure_is_503(openapi: OpenAPI, make_app: MakeApp) -> 
     assert "audit log did not accept the decision" in c.response.get_data(as_text=True)
 
 
+@pytest.fixture
+def backoff_client(make_app: MakeApp, base_dir: Path) -> FlaskClient:
+    """An app whose backoff makes a password wait a minute after two failures."""
+    data = config_data(base_dir)
+    data["anomaly"] = {"backoff": {"threshold": 2, "base_delay": 60}}
+    return make_app(config=parse_settings(data, base_dir=base_dir, environ={})).test_client()
+
+
+def test_get_token_too_many_attempts(openapi: OpenAPI, backoff_client: FlaskClient) -> None:
+    for _ in range(2):
+        c = valid(openapi, token_get(backoff_client, [("service", SERVICE)], basic(USER, "x")))
+        assert c.status == 401
+    c = valid(openapi, token_get(backoff_client, [("service", SERVICE)], USER_AUTH))
+    assert c.status == 429
+    assert c.json["errors"][0]["code"] == "TOOMANYREQUESTS"
+    retry_after = c.json["errors"][0]["detail"]["retry_after"]
+    assert 59 <= retry_after <= 60
+    assert c.response.headers["Retry-After"] == str(retry_after)
+
+
 # -- POST /token --------------------------------------------------------------------------
 
 
@@ -814,6 +834,21 @@ def test_post_token_unauthorized(
     assert c.status == 401  # never 403 on POST (containerd would give up)
     assert c.response.headers["WWW-Authenticate"] == 'Basic realm="authsvc"'
     assert c.json["error"] == "invalid_grant"
+
+
+def test_post_token_too_many_attempts(openapi: OpenAPI, backoff_client: FlaskClient) -> None:
+    def password(secret: str) -> Call:
+        fields = form(
+            grant_type="password", client_id="x", service=SERVICE, username=USER, password=secret
+        )
+        return valid(openapi, token_post(backoff_client, fields))
+
+    assert [password("x").status for _ in range(2)] == [401, 401]
+    c = password(PASSWORD)
+    assert c.status == 429
+    assert c.json["error"] == "slow_down"
+    assert 59 <= c.json["retry_after"] <= 60
+    assert c.response.headers["Retry-After"] == str(c.json["retry_after"])
 
 
 def _too_large() -> bytes:
