@@ -166,6 +166,8 @@ class Decision:
     policy: str
     #: The shortest ``token_ttl`` of the matched rules that set one.
     token_ttl: int | None = None
+    #: The shortest ``open_alert_token_ttl``: the cap while the caller has an open alert.
+    open_alert_token_ttl: int | None = None
 
     @property
     def granted(self) -> list[Scope]:
@@ -211,11 +213,13 @@ class Policy:
             for r in rules
         ]
         ttls = [r.rule.token_ttl for r in rules if r.rule.token_ttl is not None]
+        risky = [r.rule.open_alert_token_ttl for r in rules if r.rule.open_alert_token_ttl]
         return Decision(
             tuple(self._decide_one(expanded, scope) for scope in scopes),
             tuple(r.rule.id for r in rules),
             self.digest,
             min(ttls) if ttls else None,
+            min(risky) if risky else None,
         )
 
     @staticmethod

@@ -218,6 +218,8 @@ class Rule(_Model):
     deny: tuple[AccessEntry, ...] = ()
     #: Caps the lifetime of tokens granted while this rule matches (seconds).
     token_ttl: Annotated[StrictInt, Field(ge=60, le=86400)] | None = None
+    #: Caps it further while the caller has an open anomaly alert (a risk response).
+    open_alert_token_ttl: Annotated[StrictInt, Field(ge=60, le=86400)] | None = None
 
     @field_validator("id")
     @classmethod
