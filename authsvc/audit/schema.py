@@ -7,6 +7,8 @@ Every decision is one JSON object::
       "event_id": "0193...-7...",            # UUIDv7: time-ordered, random tail
       "time": 1795840970123,                 # ms since the epoch, UTC
       "type": "token.issue",                 # also config.load, config.reload,
+                                             #   credential.create, credential.revoke,
+                                             #   key.generate, key.rotate, key.retire,
                                              #   audit.checkpoint
       "outcome": "success",                  # success | partial | failure
       "reason": "GRANTED",                   # a stable code: SCOPE_DENIED, INVALID_CREDENTIALS,
@@ -19,6 +21,8 @@ Every decision is one JSON object::
       "request": {"service", "scopes", "grant_type", "offline"},
       "decision": {"granted", "denied", "rules", "policy"},
       "token": {"jti", "exp", "kid"},
+      "credential": {"type", "id", "fingerprint", "expires_at"},     # credential.*
+      "key": {"id", "kid", "algorithm", "from_state", "to_state"},   # key.* (+ "previous")
       "writer": "host:pid",                  # who wrote it; each writer has its own chain
       "seq": 17,                             # 1, 2, 3, ... per writer, no gaps
       "chain": {"prev": "<hex>", "hash": "<hex>"}
@@ -59,23 +63,32 @@ def uuid7(now_ms: int | None = None) -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
+_LEAVES = frozenset({str, int, bool, type(None)})
+
+
 def _check(value: object, path: str) -> bool:
     """Refuse what has no canonical form here; True if a key holds a character beyond
-    the BMP (only then do UTF-16 order and code-point order differ)."""
-    if isinstance(value, float):
+    the BMP (only then do UTF-16 order and code-point order differ).
+
+    On the token path for every event: exact types first (an event is dicts, lists,
+    strings and ints), the abstract ``Mapping`` test only for what is none of them."""
+    kind = type(value)
+    if kind in _LEAVES:
+        return False
+    if kind is float or isinstance(value, float):
         raise ValueError(f"{path}: floats have no canonical form here")
     astral = False
-    if isinstance(value, Mapping):
-        for key, member in value.items():
-            if not isinstance(key, str):
+    if kind is dict or isinstance(value, Mapping):
+        for key, member in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
                 raise ValueError(f"{path}: keys must be strings")
             if not key.isascii() and any(ord(c) > 0xFFFF for c in key):
                 astral = True
-            if isinstance(member, Mapping | list | tuple | float):
+            if type(member) not in _LEAVES:
                 astral = _check(member, f"{path}.{key}") or astral
-    elif isinstance(value, list | tuple):
-        for i, member in enumerate(value):
-            if isinstance(member, Mapping | list | tuple | float):
+    elif kind is list or kind is tuple or isinstance(value, list | tuple):
+        for i, member in enumerate(value):  # type: ignore[arg-type]
+            if type(member) not in _LEAVES:
                 astral = _check(member, f"{path}[{i}]") or astral
     return astral
 
