@@ -21,6 +21,7 @@ from pathlib import Path
 from flask import Flask
 
 from authsvc.anomaly.backoff import Backoff
+from authsvc.anomaly.risk import OpenAlerts
 from authsvc.audit import AuditLog, new_event_id
 from authsvc.audit.build import build_audit
 from authsvc.audit.fingerprint import Fingerprinter, load_or_create_key
@@ -199,7 +200,10 @@ class Runtime:
         return TokenService(
             settings,
             users=users,
-            sessions=Sessions(self.store, providers),
+            sessions=Sessions(
+                self.store, providers,
+                audit=self.audit, fingerprint=self.fingerprint, clock=self.clock,
+            ),
             minter=TokenMinter(self.keyring, settings.issuer),
             audit=self.audit,
             clock=self.clock,
@@ -207,6 +211,7 @@ class Runtime:
             aws=aws,
             fingerprint=self.fingerprint,
             backoff=Backoff(self.store, settings.anomaly.backoff),
+            open_alerts=OpenAlerts(self.store),
         )
 
     def _oidc(self, settings: Settings) -> OidcAuthenticator | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authsvc.anomaly.backoff import COUNTED_REASONS, Backoff
+from authsvc.anomaly.risk import OpenAlerts
 from authsvc.audit import AuditLog, new_event_id
 from authsvc.audit.schema import SCHEMA
 from authsvc.config import Settings
@@ -136,6 +137,7 @@ class TokenService:
         aws: AwsAuthenticator | None = None,
         fingerprint: Callable[[str, str], str] | None = None,
         backoff: Backoff | None = None,
+        open_alerts: OpenAlerts | None = None,
     ) -> None:
         self._fingerprint = fingerprint
         #: Why the last decision could not be recorded (cleared by the next that is).
@@ -150,6 +152,7 @@ class TokenService:
         self._audit = audit
         self._clock = clock
         self._backoff = backoff
+        self._open_alerts = open_alerts
 
     def issue(self, request: TokenRequest) -> TokenGrant:
         now = int(self._clock())
@@ -162,14 +165,20 @@ class TokenService:
             identity = auth.identity
             decision = self.policy.decide(identity, scopes)
             granted = decision.granted
+            ttl = min(
+                auth.token_ttl or self.settings.token_ttl,
+                decision.token_ttl or self.settings.token_ttl,
+            )
+            open_alert = None
+            if decision.open_alert_token_ttl is not None and self._open_alerts is not None:
+                open_alert = self._open_alerts.detector(identity, now)
+                if open_alert is not None:
+                    ttl = min(ttl, decision.open_alert_token_ttl)
             minted = self._minter.mint(
                 subject=identity.subject,
                 audience=service,
                 access=[s.to_access() for s in granted],
-                ttl=min(
-                    auth.token_ttl or self.settings.token_ttl,
-                    decision.token_ttl or self.settings.token_ttl,
-                ),
+                ttl=ttl,
                 now=now,
             )
             refresh = self._refresh_token(request, auth, now)
@@ -177,7 +186,7 @@ class TokenService:
             self._record_failure(request, auth, scopes, exc, now)
             raise
         try:
-            self._record_grant(request, auth, decision, minted, now)
+            self._record_grant(request, auth, decision, minted, now, open_alert)
         except ServiceUnavailable:
             # No token leaves unrecorded; nor does a session nobody was told about.
             if refresh is not None and not isinstance(request.credential, RefreshToken):
@@ -198,11 +207,12 @@ class TokenService:
             ),
         )
 
-    def authenticate_admin(self, credential: Credential) -> Identity:
-        """An admin endpoint's caller: a static user listed in ``admin.accounts``."""
+    def authenticate_admin(self, credential: Credential, *, client_ip: str = "") -> Identity:
+        """An admin endpoint's caller: a static user listed in ``admin.accounts``, behind
+        the same backoff as the token endpoint (else it would be a side door for guessing)."""
         if not isinstance(credential, Password):
             raise InvalidCredentials("this endpoint needs an admin's user name and password")
-        identity = self._users.authenticate(credential.username, credential.password)
+        identity = self._password_login(credential, client_ip, int(self._clock()))
         if identity.account not in self.settings.admin.accounts:
             raise Forbidden(f"{identity.account!r} is not listed in admin.accounts")
         return identity
@@ -357,6 +367,7 @@ class TokenService:
         decision: Decision,
         minted: MintedToken,
         now: int,
+        open_alert: str | None = None,
     ) -> None:
         event = self._base_event(request, auth, now)
         event.update(
@@ -370,6 +381,8 @@ class TokenService:
             },
             token={"jti": minted.jti, "exp": minted.expires_at, "kid": minted.kid},
         )
+        if open_alert is not None:  # the lifetime was cut short by the risk response
+            event["token"]["open_alert"] = open_alert
         self._record(event)
 
     def _record(self, event: dict[str, Any]) -> None:

@@ -133,6 +133,13 @@ class Store(Protocol):
     def clear_failures(self, key: str) -> None:
         """Forget the counter under ``key`` (after a success)."""
 
+    def open_alert(self, principal: str, now: int) -> str | None:
+        """The detector of ``principal``'s anomaly alert open at ``now``, if any (written
+        by the detectors' state under ``{prefix}anomaly:open:``; one round trip)."""
+
+    def mark_open_alert(self, principal: str, detector: str, until: int) -> None:
+        """Open an alert for ``principal`` until ``until`` (what the detectors write)."""
+
     def close(self) -> None:
         """Release connections."""
 

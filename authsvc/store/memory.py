@@ -86,6 +86,8 @@ class MemoryStore:
         self._configs: dict[str, str] = {}
         self._indexes: dict[str, set[str]] = {}
         self._counters: dict[str, _Counter] = {}
+        #: principal -> (detector, until): open anomaly alerts.
+        self._open_alerts: dict[str, tuple[str, int]] = {}
         #: The latest ``now`` seen from a caller: sessions dead at it are swept.
         self._latest_now = 0
         self._writes = 0
@@ -240,6 +242,15 @@ class MemoryStore:
     def clear_failures(self, key: str) -> None:
         with self._lock:
             self._counters.pop(key, None)
+
+    def open_alert(self, principal: str, now: int) -> str | None:
+        with self._lock:
+            held = self._open_alerts.get(principal)
+        return held[0] if held is not None and held[1] > now else None
+
+    def mark_open_alert(self, principal: str, detector: str, until: int) -> None:
+        with self._lock:
+            self._open_alerts[principal] = (detector, until)
 
     def close(self) -> None:
         return None

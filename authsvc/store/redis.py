@@ -193,6 +193,8 @@ class RedisStore:
         self._audit = f"{prefix}audit"
         self._audit_seen = f"{prefix}audit-seen:"
         self._backoff = f"{prefix}backoff:"
+        # Written by the detectors (authsvc.anomaly.engine.OPEN_ALERT, RedisState's prefix).
+        self._open_alert = f"{prefix}anomaly:open:"
         self._use_script = client.register_script(_USE_SESSION)
         self._claim_script = client.register_script(_CLAIM)
         self._delete_script = client.register_script(_DELETE_SESSION)
@@ -357,6 +359,27 @@ class RedisStore:
     def clear_failures(self, key: str) -> None:
         with self._guard():
             self._client.delete(self._backoff + key)
+
+    def open_alert(self, principal: str, now: int) -> str | None:
+        with self._guard():
+            reply: object = self._client.hmget(self._open_alert + principal, ["until", "detector"])
+        if not isinstance(reply, list) or len(reply) != 2:
+            raise self._unexpected(reply)
+        until, detector = reply
+        if until is None or detector is None:
+            return None
+        try:
+            return str(detector) if int(until) > now else None
+        except ValueError as exc:
+            raise self._unexpected(reply) from exc
+
+    def mark_open_alert(self, principal: str, detector: str, until: int) -> None:
+        key = self._open_alert + principal
+        with self._guard():
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hset(key, mapping={"until": str(until), "detector": detector})
+            pipe.expireat(key, until + 60)
+            pipe.execute()
 
     def close(self) -> None:
         with self._guard():

@@ -25,6 +25,7 @@ from authsvc.audit.source import Filter, live_events, parse_when
 from authsvc.audit.verify import MalformedLine
 from authsvc.errors import BadRequest, ServiceUnavailable
 from authsvc.service import TokenService
+from authsvc.web.client import request_client_ip
 from authsvc.web.token import parse_basic_auth
 
 __all__ = ["MIMETYPES", "OUTCOMES", "bp"]
@@ -48,9 +49,7 @@ def _parameters() -> dict[str, str]:
     args = request.args
     unknown = sorted(set(args) - set(_PARAMETERS))
     if unknown:
-        raise BadRequest(
-            f"unknown parameters {', '.join(unknown)} (use {', '.join(_PARAMETERS)})"
-        )
+        raise BadRequest(f"unknown parameters {', '.join(unknown)} (use {', '.join(_PARAMETERS)})")
     params: dict[str, str] = {}
     for name in _PARAMETERS:
         values = args.getlist(name)
@@ -98,7 +97,9 @@ def _format(params: dict[str, str]) -> str:
 def export_endpoint() -> Response:
     runtime = current_app.extensions["authsvc"]
     service: TokenService = runtime.service
-    service.authenticate_admin(parse_basic_auth(request.headers.get("Authorization")))
+    service.authenticate_admin(
+        parse_basic_auth(request.headers.get("Authorization")), client_ip=request_client_ip()
+    )
     params = _parameters()
     fmt = _format(params)
     wanted = _filter(params)

@@ -6,7 +6,7 @@ import functools
 import ipaddress
 from collections.abc import Iterable
 
-__all__ = ["client_ip"]
+__all__ = ["client_ip", "request_client_ip"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -36,3 +36,11 @@ def client_ip(remote_addr: str, forwarded_for: Iterable[str], trusted: tuple[str
         if not _trusted(hop, networks):
             return hop[:64]
     return hops[0][:64] if hops else remote_addr
+
+
+def request_client_ip() -> str:
+    """The client address of the Flask request being answered."""
+    from flask import current_app, request
+
+    trusted = current_app.extensions["authsvc"].settings.trusted_proxies
+    return client_ip(request.remote_addr or "", request.headers.getlist("X-Forwarded-For"), trusted)

@@ -14,6 +14,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from authsvc.errors import BadRequest
 from authsvc.policy.explain import as_json, build_identity, explain
 from authsvc.service import TokenService
+from authsvc.web.client import request_client_ip
 from authsvc.web.token import parse_basic_auth, read_body
 
 __all__ = ["bp"]
@@ -53,7 +54,9 @@ def _typed(body: dict[str, Any], name: str, kind: type, default: Any) -> Any:
 @bp.post("/policy/explain")
 def explain_endpoint() -> Response:
     service: TokenService = current_app.extensions["authsvc"].service
-    service.authenticate_admin(parse_basic_auth(request.headers.get("Authorization")))
+    service.authenticate_admin(
+        parse_basic_auth(request.headers.get("Authorization")), client_ip=request_client_ip()
+    )
     body = _body()
     scopes = _typed(body, "scopes", list, None)
     if not scopes or not all(isinstance(s, str) and s.strip() for s in scopes):

@@ -19,7 +19,7 @@ from authsvc.errors import BadRequest, PayloadTooLarge, UnsupportedGrantType
 from authsvc.identity import Anonymous, Credential, Password, RefreshToken, SubjectToken
 from authsvc.identity.aws.proof import SUBJECT_TOKEN_TYPE as AWS_TOKEN_TYPE
 from authsvc.service import TokenGrant, TokenRequest
-from authsvc.web.client import client_ip
+from authsvc.web.client import request_client_ip
 
 __all__ = ["MAX_BODY_BYTES", "bp", "parse_basic_auth", "read_body"]
 
@@ -160,9 +160,7 @@ def _flag(value: str | None, name: str) -> bool:
 
 
 def _client() -> tuple[str, str]:
-    trusted = current_app.extensions["authsvc"].settings.trusted_proxies
-    ip = client_ip(request.remote_addr or "", request.headers.getlist("X-Forwarded-For"), trusted)
-    return ip, request.headers.get("User-Agent", "")[:256]
+    return request_client_ip(), request.headers.get("User-Agent", "")[:256]
 
 
 def _issue(token_request: TokenRequest) -> TokenGrant:

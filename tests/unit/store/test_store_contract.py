@@ -841,3 +841,15 @@ def test_redis_backoff_calls_are_one_round_trip_each(
     finally:
         store.close()
     assert sent == ["EVALSHA", "HMGET", "DEL"]
+
+
+# -- open anomaly alerts ------------------------------------------------------------
+
+
+def test_an_open_alert_is_read_until_it_ends(store: Store, now: int) -> None:
+    assert store.open_alert("static:alice", now) is None
+    store.mark_open_alert("static:alice", "new_context", now + 600)
+    assert store.open_alert("static:alice", now) == "new_context"
+    assert store.open_alert("static:alice", now + 599) == "new_context"
+    assert store.open_alert("static:alice", now + 600) is None
+    assert store.open_alert("static:bob", now) is None
