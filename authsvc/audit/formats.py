@@ -18,11 +18,12 @@ CRLF, as RFC 4180 has them)::
     ``time`` is ISO 8601 in UTC with milliseconds (``2026-11-28T04:35:12.123Z``).
     ``requested``, ``granted``, ``denied`` and ``rules`` are lists joined by single
     spaces. A request parameter that held several space-separated scopes shows up as
-    its parts. An absent or null member is an empty cell. A cell that would start
-    with ``= + - @``, a tab or a carriage return gets a leading ``'``, so that a
-    spreadsheet shows it as text instead of running it as a formula (user agents and
-    user names come from the client). A cell that starts with ``'`` gets one more, so
-    ``from_csv_row`` can undo this exactly.
+    its parts. ``credential_id`` and ``key_id`` (the last columns) name what a
+    ``credential.*`` or ``key.*`` event is about. An absent or null member is an empty
+    cell. A cell that would start with ``= + - @``, a tab or a carriage return gets a
+    leading ``'``, so that a spreadsheet shows it as text instead of running it as a
+    formula (user agents and user names come from the client). A cell that starts with
+    ``'`` gets one more, so ``from_csv_row`` can undo this exactly.
 ``ocsf``
     OCSF 1.8.0 events, one per line; a decision can give several:
 
@@ -33,14 +34,21 @@ CRLF, as RFC 4180 has them)::
       ``privileges`` = the granted scopes. An identity whose request was not fully
       granted adds an API Activity event (6003, Failure). It lists the denied scopes
       as ``resources`` and carries the reason.
+    - ``credential.create``, ``credential.revoke``, ``key.generate``, ``key.rotate``,
+      ``key.retire``: one API Activity event (6003) whose activity is the one operation
+      on one resource that each of them is (Create, Delete, Create, Update, Update). The
+      session credential or signing key is in ``resources`` (a rotation lists the key
+      that stopped signing too), the user or operator who acted in ``actor.user``.
+      (OCSF's Account Change, 3001, is about accounts, not about credentials an account
+      holds, and is not among the classes the export is checked against.)
     - Any other type (``config.load``, ``config.reload``, ``audit.checkpoint`` and
       types added later): one API Activity event (6003) about authsvc itself.
 
-    The 6003 activity is always 99 Other, with the authsvc type as ``activity_name``.
-    Its other values (Create, Read, Update, Delete) name one operation on one
-    resource. A token request names several scopes, each with several actions (pull
-    reads, push creates or updates, delete deletes), and loading a configuration is
-    none of them.
+    Otherwise the 6003 activity is 99 Other, with the authsvc type as
+    ``activity_name``: its other values (Create, Read, Update, Delete) name one
+    operation on one resource. A token request names several scopes, each with several
+    actions (pull reads, push creates or updates, delete deletes), and loading a
+    configuration is none of them.
     All events from one audit event share ``metadata.correlation_uid`` and
     ``metadata.original_event_uid`` (the ``event_id``). ``metadata.uid`` is
     ``<event_id>:<class_uid>``. Severity is Informational for what succeeded, Low for
@@ -48,7 +56,8 @@ CRLF, as RFC 4180 has them)::
     Members that have no OCSF attribute go in ``unmapped``.
 ``ecs``
     Elastic Common Schema documents, one per line: ``@timestamp``, ``ecs.version``,
-    ``event.*`` (kind, category, type, action, outcome, reason, id, dataset, sequence),
+    ``event.*`` (kind, category, type, action, outcome, reason, id, dataset, sequence;
+    ``iam`` for credentials, ``configuration`` for keys and configurations),
     ``user.name``/``user.id``, ``source.address``/``source.ip``,
     ``user_agent.original``, ``service.name`` = ``authsvc`` (ECS: the service the data
     comes from) and ``service.target.name`` = the registry's ``service``. The whole
@@ -105,7 +114,7 @@ CSV_COLUMNS: Final = (
     "actor_kind", "actor_provider", "actor_subject", "actor_account",
     "credential", "fingerprint", "client_ip", "user_agent", "client_id",
     "service", "requested", "granted", "denied", "rules", "policy",
-    "jti", "writer", "seq", "hash",
+    "jti", "writer", "seq", "hash", "credential_id", "key_id",
 )
 
 #: What a spreadsheet would take as the start of a formula (OWASP "CSV injection"),
@@ -181,6 +190,8 @@ def from_csv_row(row: Mapping[str, str | None] | Sequence[str]) -> dict[str, Any
         "writer": text("writer"),
         "seq": int(seq) if seq else None,
         "chain": {"hash": text("hash")},
+        "credential": {"id": text("credential_id")},
+        "key": {"id": text("key_id")},
     }
 
 
@@ -216,6 +227,8 @@ def _csv_row(event: Event) -> list[str]:
             event.get("writer"),
             event.get("seq"),
             _member(event, "chain").get("hash"),
+            _member(event, "credential").get("id"),
+            _member(event, "key").get("id"),
         )
     ]
 
@@ -258,6 +271,15 @@ _USER_TYPES = {
     "robot": (4, "Service"),
     "ci": (4, "Service"),
     "anonymous": (99, "Anonymous"),
+    "operator": (2, "Admin"),
+}
+#: What each credential or key event did to its resource (API Activity's activity_id).
+_CHANGES = {
+    "credential.create": (1, "Create"),
+    "credential.revoke": (4, "Delete"),
+    "key.generate": (1, "Create"),
+    "key.rotate": (3, "Update"),
+    "key.retire": (3, "Update"),
 }
 #: The members that every OCSF event of an audit event already carries elsewhere.
 _OCSF_COMMON = frozenset(
@@ -273,6 +295,9 @@ def to_ocsf(events: Iterable[Event]) -> Iterator[str]:
 
 
 def _ocsf_records(event: Event) -> list[dict[str, Any]]:
+    change = _CHANGES.get(str(event.get("type")))
+    if change is not None:
+        return [_ocsf_change(event, change)]
     if event.get("type") != "token.issue":
         return [_ocsf_system(event)]
     actor, client, request, decision, token = (
@@ -355,8 +380,7 @@ def _ocsf_records(event: Event) -> list[dict[str, Any]]:
 def _ocsf_system(event: Event) -> dict[str, Any]:
     """An event about authsvc itself (configuration, audit checkpoints, ...)."""
     operation = str(event.get("type") or "unknown")
-    outcome = event.get("outcome")
-    status = _SUCCESS if outcome == "success" else _FAILURE if outcome == "failure" else _UNKNOWN
+    status = _status(event)
     return _ocsf_record(
         event, _API_ACTIVITY, (_OTHER, operation), status,
         _MEDIUM if status == _FAILURE else _INFORMATIONAL,
@@ -367,6 +391,47 @@ def _ocsf_system(event: Event) -> dict[str, Any]:
         message=event.get("message"),
         unmapped={k: v for k, v in event.items() if k not in _OCSF_COMMON} or None,
     )
+
+
+def _ocsf_change(event: Event, activity: tuple[int, str]) -> dict[str, Any]:
+    """A session credential or signing key created, revoked or changed: by a user, by an
+    operator, or by authsvc itself when the event names no actor."""
+    actor, client, credential = (_member(event, n) for n in ("actor", "client", "credential"))
+    resources = [
+        _changed(f"{credential.get('type')} credential", credential),
+        _changed("signing key", _member(event, "key")),
+        _changed("signing key", _member(event, "previous")),
+    ]
+    status = _status(event)
+    address = client.get("ip")
+    return _ocsf_record(
+        event, _API_ACTIVITY, activity, status,
+        _MEDIUM if status == _FAILURE else _INFORMATIONAL,
+        actor=_obj(user=_ocsf_user(actor) if actor else None,
+                   app_name=client.get("client_id") or (None if actor else _PRODUCT)),
+        api={"operation": str(event.get("type")), "service": {"name": _PRODUCT}},
+        src_endpoint=_client_endpoint(address) if address else _authsvc_endpoint(event),
+        resources=[r for r in resources if r is not None] or None,
+        status_code=event.get("reason"),
+        status_detail=event.get("reason") if status == _FAILURE else None,
+        message=event.get("message"),
+        unmapped={k: v for k, v in event.items()
+                  if k not in _OCSF_COMMON and k not in ("credential", "key", "previous")}
+        or None,
+    )
+
+
+def _changed(kind: str, member: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The resource a credential or key event is about: its id, the rest as data."""
+    if not member:
+        return None
+    rest = {k: v for k, v in member.items() if k not in ("id", "type")}
+    return _obj(type=kind, uid=member.get("id"), data=_obj(**rest))
+
+
+def _status(event: Event) -> int:
+    outcome = event.get("outcome")
+    return _SUCCESS if outcome == "success" else _FAILURE if outcome == "failure" else _UNKNOWN
 
 
 def _ocsf_record(
@@ -414,13 +479,21 @@ def _ocsf_user(actor: Mapping[str, Any]) -> dict[str, Any]:
     credential named nobody is ``anonymous`` (no credential) or ``unknown``."""
     kind = actor.get("kind") or ("anonymous" if actor.get("credential") == "none" else None)
     type_id, type_name = _USER_TYPES.get(kind, (99, kind)) if kind else (None, None)
-    name = actor.get("account") or actor.get("username")
-    uid = actor.get("subject") or None
+    name, uid = _user_name_and_id(actor)
     if not name and not uid:
         name = "anonymous" if kind == "anonymous" else "unknown"
     user = {"name": name, "uid": uid, "type_id": type_id, "type": type_name,
             "credential_uid": actor.get("fingerprint")}
     return {member: value for member, value in user.items() if value}
+
+
+def _user_name_and_id(actor: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The user's name and id: an operator's login name and numeric uid, else the
+    account (or the user name given) and the subject."""
+    if actor.get("kind") == "operator":
+        uid = actor.get("uid")
+        return actor.get("subject") or None, None if uid is None else str(uid)
+    return actor.get("account") or actor.get("username"), actor.get("subject") or None
 
 
 def _auth_protocol(credential: object, grant_type: object) -> tuple[int | None, str | None]:
@@ -463,6 +536,11 @@ _ECS_CATEGORIES = {
     "token.issue": (["authentication"], ["start"]),
     "config.load": (["configuration"], ["info"]),
     "config.reload": (["configuration"], ["change"]),
+    "credential.create": (["iam"], ["creation"]),
+    "credential.revoke": (["iam"], ["deletion"]),
+    "key.generate": (["configuration"], ["creation"]),
+    "key.rotate": (["configuration"], ["change"]),
+    "key.retire": (["configuration"], ["change"]),
 }
 _ECS_OUTCOMES = {"success": "success", "partial": "success", "failure": "failure"}
 
@@ -477,6 +555,7 @@ def _ecs_document(event: Event) -> dict[str, Any]:
     actor, client, request = (_member(event, name) for name in ("actor", "client", "request"))
     kind = event.get("type")
     category, types = _ECS_CATEGORIES.get(str(kind), (None, ["info"]))
+    user_name, user_id = _user_name_and_id(actor)
     address = client.get("ip")
     document = {
         "@timestamp": _iso(_time(event)),
@@ -493,7 +572,7 @@ def _ecs_document(event: Event) -> dict[str, Any]:
             dataset="authsvc.audit",
             sequence=event.get("seq"),
         ),
-        "user": _obj(name=actor.get("account") or actor.get("username"), id=actor.get("subject")),
+        "user": _obj(name=user_name, id=user_id),
         "source": _obj(
             address=address, ip=address if isinstance(address, str) and _is_ip(address) else None
         ),

@@ -128,6 +128,45 @@ CHECKPOINT: Event = {
                    "key_id": "k1", "kid": "K:ID", "algorithm": "ES256", "signature": "MEUC"},
 }
 
+SESSION_ID = "5e" * 32
+OPERATOR = {"kind": "operator", "subject": "ops", "uid": 1000}
+CREDENTIAL_CREATE: Event = {
+    "type": "credential.create", "outcome": "success", "reason": "SESSION_ISSUED",
+    "actor": {"kind": "human", "provider": "static", "subject": "alice", "account": "alice"},
+    "client": {"client_id": "docker"},
+    "credential": {"type": "session", "id": SESSION_ID, "fingerprint": "f0" * 16,
+                   "expires_at": T0 // 1000 + 86400},
+}
+CREDENTIAL_REVOKE: Event = {
+    "type": "credential.revoke", "outcome": "success", "reason": "SESSION_REVOKED",
+    "actor": OPERATOR, "credential": {"type": "session", "id": SESSION_ID},
+}
+REVOKE_NOT_FOUND: Event = {
+    "type": "credential.revoke", "outcome": "failure", "reason": "NOT_FOUND",
+    "actor": OPERATOR, "credential": {"type": "session", "id": None},
+}
+CREDENTIAL_WITHDRAWN: Event = {  # authsvc's own: the grant it belonged to went unrecorded
+    "type": "credential.revoke", "outcome": "success", "reason": "GRANT_NOT_RECORDED",
+    "credential": {"type": "session", "id": SESSION_ID},
+}
+KEY_GENERATE: Event = {
+    "type": "key.generate", "outcome": "success", "reason": "KEY_GENERATED", "actor": OPERATOR,
+    "key": {"id": "k2", "kid": "K2:ID", "algorithm": "ES256", "from_state": None,
+            "to_state": "staged"},
+}
+KEY_ROTATE: Event = {
+    "type": "key.rotate", "outcome": "success", "reason": "KEY_ROTATED", "actor": OPERATOR,
+    "key": {"id": "k2", "kid": "K2:ID", "algorithm": "ES256", "from_state": "staged",
+            "to_state": "active"},
+    "previous": {"id": "k1", "kid": "K1:ID", "algorithm": "ES256", "from_state": "active",
+                 "to_state": "previous"},
+}
+KEY_RETIRE: Event = {
+    "type": "key.retire", "outcome": "success", "reason": "KEY_RETIRED", "actor": OPERATOR,
+    "key": {"id": "k1", "kid": "K1:ID", "algorithm": "ES256", "from_state": "previous",
+            "to_state": "retired"},
+}
+
 SAMPLES = {
     "success": SUCCESS,
     "partial": PARTIAL,
@@ -138,6 +177,13 @@ SAMPLES = {
     "config_load": CONFIG_LOAD,
     "config_reload": CONFIG_RELOAD,
     "checkpoint": CHECKPOINT,
+    "credential_create": CREDENTIAL_CREATE,
+    "credential_revoke": CREDENTIAL_REVOKE,
+    "revoke_not_found": REVOKE_NOT_FOUND,
+    "credential_withdrawn": CREDENTIAL_WITHDRAWN,
+    "key_generate": KEY_GENERATE,
+    "key_rotate": KEY_ROTATE,
+    "key_retire": KEY_RETIRE,
 }
 
 
@@ -269,6 +315,13 @@ def _valid_records(event: Event) -> list[dict[str, Any]]:
         ("config_load", [6003]),
         ("config_reload", [6003]),
         ("checkpoint", [6003]),
+        ("credential_create", [6003]),
+        ("credential_revoke", [6003]),
+        ("revoke_not_found", [6003]),
+        ("credential_withdrawn", [6003]),
+        ("key_generate", [6003]),
+        ("key_rotate", [6003]),
+        ("key_retire", [6003]),
     ],
 )
 def test_ocsf_events_meet_the_facts(sample: str, classes: list[int]) -> None:
@@ -367,6 +420,57 @@ def test_ocsf_configuration_reload_is_an_api_activity_of_authsvc() -> None:
     assert record["unmapped"]["previous"] == event["previous"]
 
 
+def test_ocsf_a_new_session_credential_is_its_user_creating_a_resource() -> None:
+    (record,) = _valid_records(EVENTS["credential_create"])
+    assert (record["activity_id"], record["activity_name"], record["type_uid"]) == (
+        1, "Create", 600301
+    )
+    assert (record["status_id"], record["severity_id"]) == (1, 1)
+    assert record["actor"] == {
+        "user": {"name": "alice", "uid": "alice", "type_id": 1, "type": "User"},
+        "app_name": "docker",
+    }
+    assert record["api"] == {"operation": "credential.create", "service": {"name": "authsvc"}}
+    assert record["resources"] == [{
+        "type": "session credential", "uid": SESSION_ID,
+        "data": {"fingerprint": "f0" * 16, "expires_at": T0 // 1000 + 86400},
+    }]
+    assert record["src_endpoint"] == {"name": "authsvc", "hostname": "auth-1.example.net"}
+    assert "credential" not in record["unmapped"]
+
+
+def test_ocsf_revocations_are_deletions_by_an_operator_or_by_authsvc() -> None:
+    (revoked,) = _valid_records(EVENTS["credential_revoke"])
+    assert (revoked["activity_id"], revoked["activity_name"]) == (4, "Delete")
+    assert revoked["actor"] == {"user": {"name": "ops", "uid": "1000", "type_id": 2,
+                                         "type": "Admin"}}
+    assert revoked["resources"] == [{"type": "session credential", "uid": SESSION_ID}]
+    (missing,) = _valid_records(EVENTS["revoke_not_found"])
+    assert (missing["status_id"], missing["severity_id"]) == (2, 3)
+    assert missing["status_code"] == missing["status_detail"] == "NOT_FOUND"
+    assert missing["resources"] == [{"type": "session credential"}]
+    (withdrawn,) = _valid_records(EVENTS["credential_withdrawn"])
+    assert withdrawn["actor"] == {"app_name": "authsvc"}
+    assert withdrawn["status_code"] == "GRANT_NOT_RECORDED"
+
+
+def test_ocsf_key_events_name_every_key_they_changed() -> None:
+    (generated,) = _valid_records(EVENTS["key_generate"])
+    assert (generated["activity_id"], generated["activity_name"]) == (1, "Create")
+    (rotated,) = _valid_records(EVENTS["key_rotate"])
+    assert (rotated["activity_id"], rotated["activity_name"]) == (3, "Update")
+    assert rotated["resources"] == [
+        {"type": "signing key", "uid": "k2", "data": {
+            "kid": "K2:ID", "algorithm": "ES256", "from_state": "staged", "to_state": "active"}},
+        {"type": "signing key", "uid": "k1", "data": {
+            "kid": "K1:ID", "algorithm": "ES256", "from_state": "active",
+            "to_state": "previous"}},
+    ]
+    assert rotated["actor"]["user"]["name"] == "ops"
+    (retired,) = _valid_records(EVENTS["key_retire"])
+    assert retired["resources"][0]["data"]["to_state"] == "retired"
+
+
 def test_ocsf_needs_the_time() -> None:
     event = {k: v for k, v in EVENTS["success"].items() if k != "time"}
     with pytest.raises(ValueError, match="no integer 'time'"):
@@ -444,6 +548,8 @@ def _csv_view(event: Event) -> dict[str, Any]:
         "token": {"jti": value(part("token").get("jti"))},
         "writer": event["writer"], "seq": event["seq"],
         "chain": {"hash": event["chain"]["hash"]},
+        "credential": {"id": value(part("credential").get("id"))},
+        "key": {"id": value(part("key").get("id"))},
     }
 
 
@@ -464,6 +570,12 @@ def test_csv_reads_back_to_the_events() -> None:
     )
     assert rows[0]["rules"] == "dev-team public"
     assert text.count("\r\n") == len(events) + 1
+    by_type = {(row["type"], row["reason"]): row for row in rows}
+    revoked = by_type["credential.revoke", "SESSION_REVOKED"]
+    assert (revoked["credential_id"], revoked["key_id"]) == (SESSION_ID, "")
+    assert (revoked["actor_kind"], revoked["actor_subject"]) == ("operator", "ops")
+    assert by_type["key.rotate", "KEY_ROTATED"]["key_id"] == "k2"
+    assert by_type["token.issue", "GRANTED"]["credential_id"] == ""
 
 
 def test_csv_rows_from_csv_reader_read_back_too() -> None:
@@ -471,7 +583,7 @@ def test_csv_rows_from_csv_reader_read_back_too() -> None:
     header, row = csv.reader(io.StringIO(text, newline=""))
     assert tuple(header) == CSV_COLUMNS
     assert from_csv_row(row) == _csv_view(EVENTS["partial"])
-    with pytest.raises(ValueError, match="24 cells, not 23"):
+    with pytest.raises(ValueError, match="26 cells, not 25"):
         from_csv_row(row[:-1])
     with pytest.raises(ValueError, match="no column hash"):
         from_csv_row({c: "" for c in CSV_COLUMNS if c != "hash"})
@@ -551,6 +663,27 @@ def test_ecs_token_issue_is_an_authentication() -> None:
     (document,) = _lines(to_ecs([EVENTS["no_service"]]))
     assert document["source"] == {"address": "not-an-ip"}  # source.ip must hold an IP
     assert "user_agent" not in document
+
+
+@pytest.mark.parametrize(
+    ("sample", "category", "kind", "user"),
+    [
+        ("credential_create", ["iam"], ["creation"], {"name": "alice", "id": "alice"}),
+        ("credential_revoke", ["iam"], ["deletion"], {"name": "ops", "id": "1000"}),
+        ("revoke_not_found", ["iam"], ["deletion"], {"name": "ops", "id": "1000"}),
+        ("credential_withdrawn", ["iam"], ["deletion"], None),
+        ("key_generate", ["configuration"], ["creation"], {"name": "ops", "id": "1000"}),
+        ("key_rotate", ["configuration"], ["change"], {"name": "ops", "id": "1000"}),
+        ("key_retire", ["configuration"], ["change"], {"name": "ops", "id": "1000"}),
+    ],
+)
+def test_ecs_credential_and_key_events(
+    sample: str, category: list[str], kind: list[str], user: dict[str, str] | None
+) -> None:
+    (document,) = _lines(to_ecs([EVENTS[sample]]))
+    assert (document["event"]["category"], document["event"]["type"]) == (category, kind)
+    assert document.get("user") == user
+    assert document["event"]["outcome"] == EVENTS[sample]["outcome"]
 
 
 def test_ecs_configuration_events() -> None:
