@@ -43,7 +43,7 @@ import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.backoff import NoBackoff
@@ -181,7 +181,7 @@ return 0
 class RedisStore:
     """A ``Store`` on Redis (``redis://``, ``rediss://``, ``unix://``)."""
 
-    def __init__(self, client: redis.Redis[str], *, prefix: str, address: str) -> None:
+    def __init__(self, client: redis.Redis, *, prefix: str, address: str) -> None:
         """Use ``client`` (built with ``decode_responses=True``); ``address`` names it
         in error messages and must not carry credentials."""
         self._client = client
@@ -241,7 +241,7 @@ class RedisStore:
         with self._guard():
             pipe = self._client.pipeline(transaction=True)
             pipe.delete(key)
-            pipe.hset(key, mapping=fields)
+            pipe.hset(key, mapping=cast(Any, fields))
             pipe.expireat(key, expires_at)
             pipe.zadd(index_key, {session_id: expires_at})
             # The index lives as long as its longest-lived member: NX sets a first
@@ -410,7 +410,7 @@ class RedisStore:
         )
 
 
-def _address(client: redis.Redis[str]) -> str:
+def _address(client: redis.Redis) -> str:
     """``host:port`` or the socket path: enough to find the server, no credentials."""
     kwargs = client.connection_pool.connection_kwargs
     if "path" in kwargs:

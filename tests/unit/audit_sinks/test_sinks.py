@@ -649,7 +649,7 @@ class _OwnRedis:
         else:  # SHUTDOWN NOSAVE from a separate client
             client = redis.Redis(port=self.port, socket_timeout=2, retry=Retry(NoBackoff(), 0))
             with contextlib.suppress(redis.ConnectionError):
-                client.execute_command("SHUTDOWN", "NOSAVE")
+                client.shutdown(nosave=True)
             client.close()
         self.process.wait(timeout=10)
         self.process = None
