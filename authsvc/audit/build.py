@@ -38,8 +38,9 @@ class _MirroringSink:
 
 def build_audit(
     settings: AuditSettings, *, store: Store, signer: Callable[[], SigningKey]
-) -> tuple[AuditLog, SpoolingAuditLog | None]:
-    """The audit log to record into, and the spool (for /readyz) when there is one."""
+) -> tuple[ChainedAuditLog, SpoolingAuditLog | None]:
+    """The audit log to record into (``close`` it to seal its events with a last
+    checkpoint), and the spool (for /readyz) when there is one."""
     sink: AuditLog
     if settings.sink == "redis":
         sink = StoreAuditLog(

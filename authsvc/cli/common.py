@@ -40,12 +40,18 @@ def main() -> None:
     """authsvc: a token authorization service for container registries."""
 
 
-def keys_dir(directory: Path | None, config: Path | None) -> Path:
+def find_config(config: Path | None) -> Settings | None:
+    """The configuration of --config or $AUTHSVC_CONFIG; None when neither is given."""
+    if config is not None or os.environ.get(ENV_CONFIG):
+        return load_config(config)
+    return None
+
+
+def keys_dir(directory: Path | None, settings: Settings | None) -> Path:
+    """--dir, else the configuration's keys.dir, else ./keys."""
     if directory is not None:
         return directory
-    if config is not None or os.environ.get(ENV_CONFIG):
-        return load_config(config).keys.dir
-    return Path("keys")
+    return settings.keys.dir if settings is not None else Path("keys")
 
 
 dir_option = click.option(

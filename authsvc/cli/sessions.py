@@ -1,4 +1,8 @@
-"""`authsvc tokens ...` (refresh-token sessions) and `authsvc login oidc` (in CI)."""
+"""`authsvc tokens ...` (refresh-token sessions) and `authsvc login oidc` (in CI).
+
+`authsvc tokens revoke` records each revocation as one ``credential.revoke`` event
+(``authsvc.cli.recording``), a session that is not there as a failure (``NOT_FOUND``).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,14 @@ from pathlib import Path
 
 import click
 
+from authsvc.audit.sinks import AuditUnavailable
 from authsvc.cli.common import config_option, fail, load_config, main
+from authsvc.cli.recording import audit_trail, operator
+from authsvc.config import Settings
 from authsvc.errors import StoreUnavailable
 from authsvc.identity.sessions import Sessions
 from authsvc.identity.static import PROVIDER as STATIC_PROVIDER
-from authsvc.store import open_store
+from authsvc.store import Store, open_store
 
 # -- tokens (refresh-token sessions) ----------------------------------------------------
 
@@ -22,16 +29,14 @@ def tokens_group() -> None:
     """List and revoke refresh tokens (needs a shared store: redis://)."""
 
 
-def _sessions(config: Path | None) -> Sessions:
-    settings = load_config(config)
+def _store(settings: Settings) -> Store:
     if settings.storage.startswith("memory://"):
         fail(
             "the memory:// store lives inside the server process; "
             "manage refresh tokens from the command line with storage: redis://",
             2,
         )
-    store = open_store(settings.storage)
-    return Sessions(store, {})
+    return open_store(settings.storage)
 
 
 @tokens_group.command("list")
@@ -40,8 +45,9 @@ def _sessions(config: Path | None) -> Sessions:
 @click.option("--provider", default=STATIC_PROVIDER, show_default=True)
 def tokens_list(config: Path | None, subject: str, provider: str) -> None:
     """List a subject's live refresh tokens (ids are hashes, never the tokens)."""
+    store = _store(load_config(config))
     try:
-        sessions = _sessions(config).list(provider, subject, now=int(time.time()))
+        sessions = Sessions(store, {}).list(provider, subject, now=int(time.time()))
     except StoreUnavailable as exc:
         fail(exc.message)
     for s in sessions:
@@ -66,15 +72,28 @@ def tokens_revoke(
     """Revoke refresh tokens by id (or all of --subject's)."""
     if not ids and subject is None:
         fail("name token ids or --subject", 2)
-    try:
-        sessions = _sessions(config)
-        targets = list(ids)
-        if subject is not None:
-            targets += [s.id for s in sessions.list(provider, subject, now=int(time.time()))]
-        missing = [t for t in targets if not sessions.revoke(t)]
-    except StoreUnavailable as exc:
-        fail(exc.message)
-    click.echo(f"revoked {len(targets) - len(missing)}")
+    settings = load_config(config)
+    store = _store(settings)
+    by = operator()
+    revoked, missing = 0, []
+    with audit_trail(settings, store=store) as audit:
+        sessions = Sessions(store, {}, audit=audit)
+        try:
+            targets = list(ids)
+            if subject is not None:
+                targets += [s.id for s in sessions.list(provider, subject, now=int(time.time()))]
+            for target in targets:
+                if sessions.revoke(target, by=by):
+                    revoked += 1
+                else:
+                    missing.append(target)
+        except StoreUnavailable as exc:
+            fail(exc.message)
+        except AuditUnavailable as exc:
+            # Each further revocation would go unrecorded too: stop here.
+            untried = len(targets) - revoked - len(missing) - 1
+            fail(f"{exc.message}; {revoked} revoked and recorded before it, {untried} not tried")
+    click.echo(f"revoked {revoked}")
     if missing:
         fail(f"not found: {', '.join(missing)}")
 
