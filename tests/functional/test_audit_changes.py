@@ -10,7 +10,7 @@ import io
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from tests.conftest import (
 )
 
 ALICE = basic("alice", PASSWORDS["alice"])
+BOB = basic("bob", PASSWORDS["bob"])
 OFFLINE = f"/token?service={SERVICE}&offline_token=true&client_id=docker"
 USER = getpass.getuser()
 ME = {"kind": "operator", "subject": USER, "uid": os.getuid()}
@@ -265,22 +266,24 @@ def test_key_commands_refuse_a_trail_they_cannot_reach(tmp_path: Path) -> None:
 @pytest.fixture
 def redis_sessions(
     make_harness: MakeHarness, redis_server_url: str, tmp_path: Path
-) -> tuple[Harness, Path]:
-    """A service and a configuration sharing a redis-server (under the CLI's prefix)."""
+) -> Iterator[tuple[Harness, Path]]:
+    """A service and a configuration sharing a redis-server (under the CLI's prefix,
+    which other tests share: the sessions made here are removed afterwards)."""
     store = RedisStore.from_url(redis_server_url, prefix="authsvc:")
     ring = fresh_ring(tmp_path)
     config = config_file(tmp_path, ring, storage=redis_server_url)
-    return make_harness(
-        parse_settings(yaml.safe_load(config.read_text()), base_dir=tmp_path, environ={}),
-        store=store,
-    ), config
+    settings = parse_settings(yaml.safe_load(config.read_text()), base_dir=tmp_path, environ={})
+    yield make_harness(settings, store=store), config
+    for session in store.list_sessions("static:bob", 2_000_000_000):
+        store.delete_session(session["id"])
+    store.close()
 
 
 def test_revocations_are_recorded_found_or_not(
     redis_sessions: tuple[Harness, Path], tmp_path: Path
 ) -> None:
     h, config = redis_sessions
-    tokens = [h.client.get(OFFLINE, headers=ALICE).get_json()["refresh_token"] for _ in range(2)]
+    tokens = [h.client.get(OFFLINE, headers=BOB).get_json()["refresh_token"] for _ in range(2)]
     ids = [session_id(t) for t in tokens]
 
     code, out, _ = cli("tokens", "revoke", "--config", str(config), ids[0], tokens[1])
@@ -331,7 +334,7 @@ def test_a_revocation_the_audit_log_refuses_fails_the_command(
     redis_sessions: tuple[Harness, Path], tmp_path: Path
 ) -> None:
     h, config = redis_sessions
-    tokens = [h.client.get(OFFLINE, headers=ALICE).get_json()["refresh_token"] for _ in range(3)]
+    tokens = [h.client.get(OFFLINE, headers=BOB).get_json()["refresh_token"] for _ in range(3)]
     ids = [session_id(t) for t in tokens]
     break_the_audit_file(tmp_path)
     code, _, err = cli("tokens", "revoke", "--config", str(config), *ids)
