@@ -523,8 +523,8 @@ def _client_endpoint(address: object) -> dict[str, Any]:
 
 
 def _authsvc_endpoint(event: Event) -> dict[str, Any]:
-    """authsvc itself: the host of the process that wrote the event (``host:pid``)."""
-    host = str(event.get("writer") or "").rpartition(":")[0]
+    """authsvc itself: the host of the process that wrote the event (``host:pid:nonce``)."""
+    host = str(event.get("writer") or "").partition(":")[0]
     return {"name": _PRODUCT, "hostname": host} if host else {"name": _PRODUCT}
 
 

@@ -23,7 +23,7 @@ Every decision is one JSON object::
       "token": {"jti", "exp", "kid"},
       "credential": {"type", "id", "fingerprint", "expires_at"},     # credential.*
       "key": {"id", "kid", "algorithm", "from_state", "to_state"},   # key.* (+ "previous")
-      "writer": "host:pid",                  # who wrote it; each writer has its own chain
+      "writer": "host:pid:nonce",                # who wrote it; each writer has its own chain
       "seq": 17,                             # 1, 2, 3, ... per writer, no gaps
       "chain": {"prev": "<hex>", "hash": "<hex>"}
     }
@@ -139,5 +139,13 @@ def event_hash(event: Mapping[str, Any]) -> str:
 
 
 def writer_id() -> str:
-    """This process (host:pid)."""
-    return f"{os.uname().nodename}:{os.getpid()}"
+    """This process: ``host:pid:nonce``. The random nonce keeps a restarted container's
+    processes, which get the same pids again, from continuing an old writer's chain."""
+    global _writer
+    pid = os.getpid()
+    if _writer is None or _writer[0] != pid:  # the same all the life of this process
+        _writer = (pid, f"{os.uname().nodename}:{pid}:{secrets.token_hex(3)}")
+    return _writer[1]
+
+
+_writer: tuple[int, str] | None = None

@@ -47,13 +47,16 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Final
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from authsvc.audit.chain import _DIGESTS, CHECKPOINT_TYPE, checkpoint_payload
 from authsvc.audit.schema import GENESIS, SCHEMA, event_hash
+from authsvc.errors import KeyRingError
 from authsvc.strictjson import b64url_decode, loads_strict
 from authsvc.tokens.keyring import KeyRing
+from authsvc.tokens.ring import RETIRED, list_keys
 
 __all__ = [
     "MalformedLine",
@@ -127,12 +130,27 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
 
 
 def public_keys(ring: KeyRing) -> dict[str, PublicKey]:
-    """The trusted checkpoint keys of a ring, by key id, from their certificates."""
+    """The trusted checkpoint keys of a ring, by key id, from their certificates: the
+    published keys and the retired ones whose certificate is still in the directory (a
+    rotation must not make older checkpoints unverifiable; delete a compromised key's
+    certificate to stop trusting what it signed)."""
     keys: dict[str, PublicKey] = {}
     for key in ring.published:
         public = key.certificate.public_key()
         if isinstance(public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
             keys[key.id] = public
+    try:
+        retired = [info.id for info in list_keys(ring.directory) if info.state == RETIRED]
+    except KeyRingError:
+        retired = []
+    for key_id in retired:
+        try:
+            pem = (ring.directory / f"{key_id}.crt.pem").read_bytes()
+            public = x509.load_pem_x509_certificate(pem).public_key()
+        except (OSError, ValueError):
+            continue  # its certificate is gone: what it signed is no longer trusted
+        if isinstance(public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+            keys.setdefault(key_id, public)
     return keys
 
 

@@ -373,3 +373,26 @@ def test_bad_utf8_is_malformed(tmp_path: Path) -> None:
 
 def test_checkpoint_type_constant_is_what_the_events_carry(trail: list[Event]) -> None:
     assert sum(e["type"] == CHECKPOINT_TYPE for e in trail) == 6
+
+
+def test_checkpoints_of_a_retired_key_verify_while_its_certificate_is_kept(
+    tmp_path: Path,
+) -> None:
+    from authsvc.tokens.ring import retire, rotate
+
+    directory = tmp_path / "rotating"
+    old = make_ring(directory)
+    events = make_chain(A, old.signing_key, data=4)
+    generate_key(directory)
+    rotate(directory)
+    retire(directory, old.signing_key.id)
+    after = KeyRing.load(directory)
+    assert old.signing_key.id not in {key.id for key in after.published}
+    assert verify(events, after).ok
+    # Deleting a (compromised) retired key's certificate withdraws the trust.
+    (directory / f"{old.signing_key.id}.crt.pem").unlink()
+    report = verify(events, after)
+    assert not report.ok
+    assert report.first_problem is not None
+    assert report.first_problem.code == ProblemCode.BAD_CHECKPOINT
+    assert old.signing_key.id in report.first_problem.message
