@@ -1,13 +1,14 @@
 """The configured audit pipeline: chain -> (spool ->) sink, and an optional stderr copy.
 
-    ChainedAuditLog      fills writer, seq and the hash chain; signs checkpoints
-      SpoolingAuditLog   (on_failure: spool) local fsynced spool while the sink is down
-        StoreAuditLog | FileAuditLog
-    (audit.stderr)       what the sink accepted, also as an ``authsvc.audit`` line
+ChainedAuditLog      fills writer, seq and the hash chain; signs checkpoints
+  SpoolingAuditLog   (on_failure: spool) local fsynced spool while the sink is down
+    StoreAuditLog | FileAuditLog
+(audit.stderr)       what the sink accepted, also as an ``authsvc.audit`` line
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -18,6 +19,8 @@ from authsvc.audit.sinks import FileAuditLog, SpoolingAuditLog, StoreAuditLog
 from authsvc.config import AuditSettings
 from authsvc.store import Store
 from authsvc.tokens import SigningKey
+
+log = logging.getLogger(__name__)
 
 __all__ = ["build_audit"]
 
@@ -33,7 +36,12 @@ class _MirroringSink:
 
     def record(self, event: Mapping[str, Any]) -> None:
         self._sink.record(event)
-        self._mirror.record(event)
+        try:
+            self._mirror.record(event)
+        except Exception:  # the sink has it: a failed copy must not fail (or resend) it
+            log.warning(
+                "the audit event was recorded but not copied to standard error", exc_info=True
+            )
 
 
 def build_audit(

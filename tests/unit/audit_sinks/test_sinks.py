@@ -770,3 +770,16 @@ def test_the_store_sink_alone_fails_while_redis_is_down(own_redis: _OwnRedis) ->
         assert [e["seq"] for _, e in store.read_audit()] == [1, 4]  # 1 survived the kill
     finally:
         store.close()
+
+
+def test_a_failing_stderr_copy_does_not_fail_the_recorded_event(tmp_path: Path) -> None:
+    from authsvc.audit import MemoryAuditLog
+    from authsvc.audit.build import _MirroringSink
+
+    class Broken:
+        def record(self, event: Mapping[str, Any]) -> None:
+            raise OSError("stderr is closed")
+
+    sink = MemoryAuditLog()
+    _MirroringSink(sink, Broken()).record({"event_id": "e1"})
+    assert sink.events == [{"event_id": "e1"}]
