@@ -140,7 +140,9 @@ class Runtime:
             settings = load_settings(Path(self.settings.source))
         restart_only = [
             name
-            for name in ("storage", "keys")
+            # The running audit pipeline (its sink, spool and chain) is built once: a
+            # reload that changed it would otherwise be silently ignored.
+            for name in ("storage", "keys", "audit")
             if getattr(settings, name) != getattr(self.settings, name)
         ]
         if restart_only:

@@ -641,5 +641,8 @@ def test_reloads_are_audited_and_announced(
     refused = h.audit.events[-1]
     assert (refused["type"], refused["outcome"]) == ("config.reload", "failure")
     assert refused["problems"] == ["storage: changing it needs a restart"]
+    changed_audit = new.audit.model_copy(update={"on_failure": "spool"})
+    with pytest.raises(ConfigError, match="audit: changing it needs a restart"):
+        runtime.reload(new.model_copy(update={"audit": changed_audit}))
     get(h, f"service={SERVICE}&scope=repository:team/app:pull", ALICE)
     assert h.audit.events[-1]["decision"]["policy"] == runtime.service.policy.digest
