@@ -106,6 +106,8 @@ class Recorder:
         self.drafts: list[Draft] = []
         #: pattern id -> (pattern name, entity)
         self.patterns: dict[str, tuple[str, str]] = {}
+        #: subject -> time of its first authenticated request
+        self.first_seen: dict[str, int] = {}
 
     def fingerprint(self, kind: str, secret: str) -> str:
         key = (kind, secret)
@@ -129,6 +131,8 @@ class Recorder:
     ) -> None:
         """An authenticated request: the policy decides what is granted."""
         granted, denied, rules = decide(principal, request.scopes)
+        if principal.subject not in self.first_seen:
+            self.first_seen[principal.subject] = time
         outcome = "success" if not denied else ("partial" if granted else "failure")
         actor = self._actor(credential)
         actor.update(kind=principal.kind, provider=principal.provider,

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=14, help="simulated days per seed")
     parser.add_argument("--warmup-days", type=int, default=7,
                         help="days before the first campaign (the detectors' learning)")
-    parser.add_argument("--campaigns-per-type", type=int, default=2)
+    parser.add_argument("--campaigns-per-type", type=int, default=3)
     parser.add_argument("--out", type=Path, default=_REPO / "bench/detect/results")
     parser.add_argument("--config", type=Path, default=None,
                         help="YAML merged over the simulation's configuration")

@@ -39,7 +39,7 @@ class Settings:
     humans: int = 200
     teams: int = 10
     ci: int = 30
-    campaigns_per_type: int = 2
+    campaigns_per_type: int = 3
 
     def __post_init__(self) -> None:
         if self.warmup_days < 1:
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--days", type=int, default=14)
-    parser.add_argument("--campaigns-per-type", type=int, default=2)
+    parser.add_argument("--campaigns-per-type", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench/detect/results/seed-1"))
     args = parser.parse_args(argv)
     settings = Settings(args.seed, days=args.days, campaigns_per_type=args.campaigns_per_type)

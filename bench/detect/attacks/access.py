@@ -9,7 +9,8 @@
 * ``dormant_reuse``: an account last used about four months ago logs in again (from its
   old home address or from somewhere new) and pulls.
 * ``off_hours_push``: someone's account pushes between 2:30 and 4 a.m. their time,
-  usually from their own home address and client (a hijacked session, an insider).
+  usually from their own home address and client (a hijacked session, an insider);
+  half the time after a login, otherwise with a session it already holds.
 """
 
 from __future__ import annotations
@@ -17,9 +18,16 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from bench.detect.attacks.common import Cast, Planned, attacker_address, start_time
+from bench.detect.attacks.common import (
+    Cast,
+    Planned,
+    attacker_address,
+    known_since,
+    settled,
+    start_time,
+)
 from bench.detect.clients import FAMILIES, Client
-from bench.detect.context import DAY, MINUTE, SECOND, Context
+from bench.detect.context import DAY, HOUR, MINUTE, SECOND, Context
 from bench.detect.emit import Credential, Request, password, refresh
 from bench.detect.machines import run_job
 from bench.detect.people import login
@@ -61,8 +69,10 @@ def _team_repos(ctx: Context, rng: random.Random, person: Human, count: int) -> 
 
 
 def stolen_credential(ctx: Context, rng: random.Random, cid: str, cast: Cast) -> Planned:
-    victim = cast.person(rng, ctx.world.humans, lambda p: p.username not in ctx.world.weak)
-    t = start_time(ctx, rng, 2 * 60 * MINUTE)
+    duration = 2 * 60 * MINUTE
+    victim = cast.person(rng, ctx.world.humans, lambda p: p.username not in ctx.world.weak
+                         and settled(ctx, p, duration))
+    t = start_time(ctx, rng, duration, victim)
     ip = attacker_address(ctx, rng, residential=rng.random() < 0.4)
     family = rng.choice(("docker-linux", "skopeo"))
     client = Client(family, rng.choice(FAMILIES[family]))
@@ -82,15 +92,17 @@ def mass_pull(ctx: Context, rng: random.Random, cid: str, cast: Cast) -> Planned
     )
     count = min(len(everything), rng.randint(150, 300))
     duration = rng.randint(20, 55) * MINUTE
-    t = start_time(ctx, rng, duration)
     agent = rng.choice(FAMILIES["skopeo"] + FAMILIES["crane"])
     if rng.random() < 0.5:
-        who = cast.person(rng, ctx.world.humans, lambda p: "*" in p.principal.read)
+        who = cast.person(rng, ctx.world.humans,
+                          lambda p: "*" in p.principal.read and settled(ctx, p, duration))
         principal, secret, name = who.principal, who.password, who.username
+        t = start_time(ctx, rng, duration, who)
         ip = who.home_ip if rng.random() < 0.5 else attacker_address(ctx, rng)
     else:
         robot = rng.choice(ctx.world.robots)
         principal, secret, name = robot.principal, robot.password, robot.name
+        t = start_time(ctx, rng, duration)
         ip = attacker_address(ctx, rng)
     request = Request(ip, agent, ())
     gap = duration // count
@@ -164,17 +176,21 @@ def dormant_reuse(ctx: Context, rng: random.Random, cid: str, cast: Cast) -> Pla
 def off_hours_push(ctx: Context, rng: random.Random, cid: str, cast: Cast) -> Planned:
     victim = cast.person(rng, ctx.world.humans,
                          lambda p: p.team not in ("infra", "platform")
-                         and p.clients[0].family != "browser")
-    day = rng.randrange(ctx.warmup_days, ctx.days - 1)
-    t = ctx.local_midnight(victim, day) + rng.randrange(150, 240) * MINUTE
-    if t < ctx.start + ctx.warmup_days * DAY:
-        t += DAY
+                         and p.clients[0].family != "browser" and settled(ctx, p, DAY))
+    earliest = max(ctx.start, known_since(ctx, victim)) + ctx.warmup_days * DAY
+    nights = [ctx.local_midnight(victim, day) + 150 * MINUTE for day in range(ctx.days)]
+    night = rng.choice([n for n in nights if earliest <= n < ctx.end - 2 * HOUR])
+    t = night + rng.randrange(90) * MINUTE
     if rng.random() < 0.6:
         ip, client = victim.home_ip, victim.clients[0]
     else:
         ip = attacker_address(ctx, rng, residential=True)
         client = Client("docker-linux", rng.choice(FAMILIES["docker-linux"]))
-    t = login(ctx, victim, rng, client, ip, t, campaign=cid)
+    # Half log in first; the others push straight away with a session they already hold
+    # (a refresh token taken from the victim's machine, a credential helper's cache).
+    fresh = rng.random() < 0.5
+    if fresh:
+        t = login(ctx, victim, rng, client, ip, t, campaign=cid)
     credential, request = _session(rng, victim, client)
     team = ctx.world.namespaces[victim.team]
     for _ in range(rng.randint(1, 5)):
@@ -182,5 +198,6 @@ def off_hours_push(ctx: Context, rng: random.Random, cid: str, cast: Cast) -> Pl
         push = (f"repository:{team.pick(rng)}:pull,push",)
         ctx.recorder.grant(t, victim.principal, credential,
                            replace(request, ip=ip, scopes=push), campaign=cid)
-    return Planned(f"{victim.username} pushes at night", {"ip": [ip],
-                                                          "account": [victim.username]})
+    how = "logs in and pushes" if fresh else "pushes with a session it holds"
+    return Planned(f"{victim.username}'s account {how} at night",
+                   {"ip": [ip], "account": [victim.username]})

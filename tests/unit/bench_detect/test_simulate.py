@@ -106,3 +106,18 @@ def test_labels_survive_json(simulated: tuple[Path, Labels], tmp_path: Path) -> 
 def test_settings_name_the_bad_field(change: dict[str, int], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         Settings(**{**SMALL.__dict__, **change})
+
+
+def test_victims_are_known_for_a_warm_up_before_their_campaign(
+    simulated: tuple[Path, Labels], events: list[dict[str, Any]]
+) -> None:
+    _, labels = simulated
+    first: dict[str, int] = {}
+    for event in events:
+        account = event["actor"].get("account")
+        if account is not None and event["outcome"] != "failure":
+            first.setdefault(account, event["time"])
+    for campaign in labels.campaigns:
+        if campaign.type in ("stolen_credential", "off_hours_push"):
+            (victim,) = campaign.entities["account"]
+            assert first[victim] + SMALL.warmup_days * DAY <= campaign.start, campaign.id
