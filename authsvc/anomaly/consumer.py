@@ -1,0 +1,170 @@
+"""``authsvc detect run``: the detectors over the live audit stream, as a consumer group.
+
+Each consumer reads batches of new entries (XREADGROUP), runs every event through the
+engine (detector state in Redis, shared by the group), records the alerts through the
+audit pipeline (so they are chained and checkpointed like every other event, as a
+writer of their own), queues them for the webhook, and only then acknowledges the
+batch (XACK): a consumer that dies leaves its unacknowledged entries pending, and they
+are processed again, at least once. Every ``claim_every`` seconds a consumer takes over
+(XAUTOCLAIM) the entries another consumer has left pending for ``min_idle`` seconds;
+under a name of its own (``--consumer``) a restarted consumer first reads what it left.
+
+An event processed twice finds the same alert again (alert ids are derived from what
+triggered them) or none (the engine's claim already holds the first): each alert is
+recorded once (``GroupStream.begin_record``) and queued for the webhook once
+(``Outbox.enqueue``). Detector counters are not idempotent, so an event counted twice
+can move a threshold: at least once is the promise, not exactly once.
+
+The consumer reads only ``token.issue`` events; its own alerts and checkpoints come back
+through the stream and are acknowledged like the rest. An event a detector fails on is
+logged, counted and acknowledged (it would fail again); a Redis failure stops the
+consumer (StoreUnavailable), leaving its batch pending for the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from authsvc.anomaly.engine import Engine
+from authsvc.anomaly.metrics import Metrics
+from authsvc.anomaly.stream import Entry, GroupStream, RecordState
+from authsvc.audit import AuditLog
+from authsvc.errors import StoreUnavailable
+
+__all__ = ["Consumer"]
+
+log = logging.getLogger(__name__)
+
+#: How long a consumer may hold an alert's recording lock (one audit append, a
+#: checkpoint, each under the store's 2 s socket timeout, with room to spare).
+RECORD_LOCK_MS = 10_000
+#: How often a consumer looks again while another one records an alert.
+_RECORD_POLL = 0.05
+#: Consumers with nothing pending, idle this long, are removed from the group.
+FORGET_IDLE_MS = 3600_000
+
+
+class Consumer:
+    def __init__(
+        self,
+        stream: GroupStream,
+        engine: Engine,
+        audit: AuditLog,
+        *,
+        metrics: Metrics | None = None,
+        queue: Callable[[Mapping[str, Any]], object] | None = None,
+        batch: int = 100,
+        block_ms: int = 1000,
+        min_idle: float = 30.0,
+        claim_every: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``queue`` takes each recorded alert for the webhook (``Webhook.queue``)."""
+        if batch < 1 or block_ms < 1 or min_idle <= 0:
+            raise ValueError("batch, block_ms and min_idle must be positive")
+        self.stream = stream
+        self.engine = engine
+        self.metrics = metrics or Metrics()
+        self._audit = audit
+        self._queue = queue
+        self._batch = batch
+        self._block_ms = block_ms
+        self._min_idle_ms = int(min_idle * 1000)
+        self._claim_every = min_idle / 2 if claim_every is None else claim_every
+        self._clock = clock
+
+    def run(self, stop: threading.Event) -> None:
+        """Process entries until ``stop`` is set (between two events: the rest of a
+        batch stays pending). Raises StoreUnavailable when Redis fails."""
+        while not stop.is_set() and self._handle(self.stream.read(self._batch, own=True), stop):
+            pass
+        next_claim = self._clock()
+        while not stop.is_set():
+            if self._clock() >= next_claim:
+                self.claim(stop)
+                next_claim = self._clock() + self._claim_every
+            self._handle(self.stream.read(self._batch, self._block_ms), stop)
+
+    def claim(self, stop: threading.Event | None = None) -> int:
+        """Take over and process the entries idle past ``min_idle``; how many."""
+        cursor, taken = "0-0", 0
+        while stop is None or not stop.is_set():
+            cursor, entries = self.stream.claim(self._min_idle_ms, self._batch, cursor)
+            if entries:
+                log.info("claimed %d entries idle for %d ms or more",
+                         len(entries), self._min_idle_ms)
+                self.metrics.add("claimed", len(entries))
+                taken += len(entries)
+                self._handle(entries, stop)
+            if cursor == "0-0":
+                break
+        for name in self.stream.forget_consumers(max(FORGET_IDLE_MS, 10 * self._min_idle_ms)):
+            log.info("removed consumer %s from the group (nothing pending, idle)", name)
+        return taken
+
+    def drain(self) -> int:
+        """Process entries until none is new (tests, benchmarks); how many."""
+        done = 0
+        while entries := self.stream.read(self._batch, 1):
+            self._handle(entries, None)
+            done += len(entries)
+        return done
+
+    def _handle(self, entries: Sequence[Entry], stop: threading.Event | None) -> bool:
+        """Process entries in order, then acknowledge those processed; False if none."""
+        processed: list[str] = []
+        for entry in entries:
+            if stop is not None and stop.is_set():
+                break
+            if entry.event is not None:
+                self._process(entry)
+            processed.append(entry.id)
+        self.stream.ack(processed)
+        self.metrics.add("events", len(processed))
+        return bool(entries)
+
+    def _process(self, entry: Entry) -> None:
+        assert entry.event is not None
+        try:
+            alerts = self.engine.process(entry.event)
+        except StoreUnavailable:
+            raise
+        except Exception:
+            self.metrics.add("event_errors")
+            log.exception("entry %s (event %s): a detector failed; skipped",
+                          entry.id, entry.event.get("event_id"))
+            return
+        for alert in alerts:
+            self.record(alert)
+
+    def record(self, alert: Mapping[str, Any]) -> bool:
+        """Record the alert unless it is in the stream already, and queue it for the
+        webhook either way (queued once); True if this call recorded it."""
+        event_id = str(alert["event_id"])
+        while True:
+            state = self.stream.begin_record(event_id, RECORD_LOCK_MS)
+            if state is RecordState.SEEN:
+                self.metrics.add("alerts_duplicate")
+                recorded = False
+                break
+            if state is RecordState.OURS:
+                try:
+                    self._audit.record(alert)
+                except (ValueError, TypeError):  # refused as it is: it would be again
+                    self.metrics.add("event_errors")
+                    log.exception("alert %s refused by the audit log; dropped", event_id)
+                    return False
+                finally:
+                    self.stream.end_record(event_id)
+                info = alert["alert"]
+                self.metrics.alert(str(info["detector"]), str(info["severity"]))
+                recorded = True
+                break
+            time.sleep(_RECORD_POLL)  # another consumer is recording it
+        if self._queue is not None:
+            self._queue(alert)
+        return recorded
