@@ -90,19 +90,25 @@ class SuccessAfterSpray(DetectorSettings):
 
 
 class BruteForce(DetectorSettings):
-    """Failures per (account, source) in a window (the backoff's counter, alerted)."""
+    """Distinct passwords (credential fingerprints) failing per (account, source) in a
+    window: guessing, not a tool retrying one expired password."""
 
     window: Seconds = HOUR
     threshold: Count = 20
 
 
 class CredentialStuffing(DetectorSettings):
-    """The global failure ratio and unknown-account share of each bucket against their
-    own EWMA baseline; needs ``min_failures`` in the bucket and ``learning`` first."""
+    """The global failure ratio and unknown-account share of the current bucket against
+    their own EWMA baseline; needs ``min_failures`` in the bucket and ``learning``
+    first."""
 
     severity: Severity = "page"
     bucket: Seconds = 5 * MINUTE
-    min_failures: Count = 100
+    min_failures: Count = 50
+    #: Buckets with fewer requests (a quiet night) do not teach the baseline.
+    min_requests: Count = 20
+    #: The limit never exceeds this ratio (a noisy baseline must not make it unreachable).
+    max_limit: Ratio = 0.9
     #: How far above the baseline (its EWMA plus ``deviations`` mean absolute deviations).
     deviations: Ratio = 6.0
     #: A floor on the rise of the ratio itself (0.25: 25 percentage points).
@@ -137,13 +143,18 @@ class ScopeProbing(DetectorSettings):
 
 
 class MassPull(DetectorSettings):
-    """Distinct repositories pulled per principal per hour, against an absolute floor
-    and ``multiplier`` times the principal's own EWMA of its hourly counts."""
+    """Distinct repositories pulled per principal and network in a sliding window,
+    against an absolute floor, ``multiplier`` times the EWMA of its hourly counts and
+    ``peak_factor`` times its decaying peak; quiet in the principal's ``learning``."""
 
     window: Seconds = HOUR
     floor: Count = 50
     multiplier: Ratio = 5.0
     alpha: Ratio = 0.2
+    #: A count this many times the principal's (decaying) peak on that network.
+    peak_factor: Ratio = 1.5
+    peak_half_life: Seconds = 30 * DAY
+    learning: Seconds = 7 * DAY
 
 
 class NewContext(DetectorSettings):
@@ -169,13 +180,16 @@ class FirstTimePush(DetectorSettings):
 
 
 class OffHoursPush(DetectorSettings):
-    """A human's push in an hour of the day (UTC, ``band``-hour bands) in which that
-    principal was never active during and after its ``learning`` period."""
+    """A human's push in an hour band of the day (UTC, ``band``-hour bands) in which the
+    principal was not active before (first seen ``settle`` ago), nor in a band next to it;
+    after its ``learning`` period."""
 
     learning: Seconds = 7 * DAY
     band: Annotated[StrictInt, Field(ge=1, le=12)] = 2
     #: Bands it must have been seen active in before, so that a new hire is not paged.
     min_active_bands: Count = 3
+    #: How long ago a band must first have been seen to count as the principal's.
+    settle: Seconds = 12 * HOUR
 
 
 class DormantCredential(DetectorSettings):
@@ -185,9 +199,13 @@ class DormantCredential(DetectorSettings):
 
 
 class ProofReuse(DetectorSettings):
-    """An OIDC token or AWS signed request presented for a second exchange."""
+    """An OIDC token or AWS signed request presented for a second exchange, except by
+    the same address within ``grace`` seconds of its first use (a client's retry)."""
 
     severity: Severity = "page"
+    grace: Seconds = 60
+    #: How long a proof's first use is remembered (longer than any proof lives).
+    remember: Seconds = DAY
 
 
 class Detectors(_Model):

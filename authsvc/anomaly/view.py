@@ -89,8 +89,9 @@ def client_family(user_agent: str) -> str:
     if lower.startswith("mozilla/"):
         return "browser"
     if lower.startswith("docker/"):
-        desktop = ("os/darwin", "os/windows", "(darwin)", "(windows)")
-        return "docker-desktop" if any(d in lower for d in desktop) else "docker"
+        # Docker Desktop's engine runs in a Linux VM (os/linux); the CLI that called it
+        # says where it runs in ``UpstreamClient(Docker-Client/24.0.7 \(darwin\))``.
+        return "docker-desktop" if "darwin" in lower or "windows" in lower else "docker"
     for prefix, family in (
         ("libpod/", "podman"),
         ("podman/", "podman"),

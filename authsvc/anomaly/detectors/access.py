@@ -78,8 +78,14 @@ class ScopeProbingDetector:
 
 
 class MassPullDetector:
-    """Distinct repositories pulled per principal per hour, above an absolute floor and
-    ``multiplier`` times the principal's own EWMA of its hourly counts."""
+    """Distinct repositories pulled in a sliding window per principal *and network*,
+    above an absolute ``floor``, ``multiplier`` times the EWMA of its hourly counts and
+    ``peak_factor`` times its decaying peak (a weekly rollout is its own normal).
+
+    The baseline is kept per network: a deploy robot that rolls out 250 images from its
+    cluster every week is quiet there, and alerted at the floor from anywhere else.
+    Nothing is alerted in the principal's first ``learning`` seconds; an hour that
+    alerted does not teach the baseline."""
 
     name = "mass_pull"
 
@@ -96,44 +102,71 @@ class MassPullDetector:
         s = self.settings
         principal = view.principal
         assert principal is not None
-        hour = view.now // s.window  # the key holds the hour: a tumbling window
-        pulled = ops.distinct(f"pulls:{principal}:{hour}", repos, s.window)
-        base_key = f"pulls:baseline:{principal}"
-        baseline = ops.hgetall(base_key)
+        where = view.network or "net:unknown"
+        key = f"{principal}|{where}"
+        since = ops.first(f"pulls:since:{principal}", str(view.now), REMEMBER)
+        pulled = ops.distinct(f"pulls:{key}", repos, s.window)
+        baseline = ops.hgetall(f"pulls:baseline:{key}")
         yield
         count, base = pulled.value, baseline.value
-        ewma = float(base.get("ewma", 0.0))
+        hour = view.now // s.window
         last_hour = int(base.get("hour", hour))
         last_count = int(base.get("count", 0))
+        ewma = float(base.get("ewma", 0.0))
+        peak = float(base.get("peak", 0.0))
+        peak_at = int(base.get("peak_at", view.now))
+        fired_hour = int(base.get("fired", -1))
+        update: dict[str, str] = {}
         if last_hour < hour:  # the previous hour is over: it teaches the baseline
-            a = s.alpha
-            # The first hour seen is the first estimate; later ones move it by alpha.
-            ewma = (1 - a) * ewma + a * last_count if "ewma" in base else float(last_count)
-            ewma *= (1 - a) ** min(1000, hour - last_hour - 1)  # the quiet hours between
-            ops.hset(
-                base_key, {"hour": str(hour), "count": str(count), "ewma": repr(ewma)}, REMEMBER
-            )
+            if fired_hour != last_hour:
+                a = s.alpha
+                ewma = (1 - a) * ewma + a * last_count if "ewma" in base else float(last_count)
+                ewma *= (1 - a) ** min(1000, hour - last_hour - 1)  # the quiet hours between
+                if last_count >= _decayed(peak, peak_at, view.now, s.peak_half_life):
+                    peak, peak_at = float(last_count), last_hour * s.window
+            update = {
+                "hour": str(hour),
+                "count": str(count),
+                "ewma": repr(ewma),
+                "peak": repr(peak),
+                "peak_at": str(peak_at),
+            }
         elif count > last_count or not base:
-            ops.hset(base_key, {"hour": str(hour), "count": str(count)}, REMEMBER)
-        limit = max(float(s.floor), s.multiplier * ewma)
-        if count >= limit:
+            update = {"hour": str(hour), "count": str(count)}
+        limit = max(
+            float(s.floor),
+            s.multiplier * ewma,
+            s.peak_factor * _decayed(peak, peak_at, view.now, s.peak_half_life),
+        )
+        learning = since.value is None or view.now - int(since.value) < s.learning
+        if count >= limit and not learning:
+            update["fired"] = str(hour)
             found(
                 Finding(
                     entity=principal,
                     window=s.window,
                     evidence={
                         "distinct_repositories": count,
+                        "network": where,
                         "floor": s.floor,
                         "baseline": f"{ewma:.2f}",
+                        "peak": f"{peak:.0f}",
                         "limit": f"{limit:.2f}",
-                        "hour_start": hour * s.window,
+                        "window_seconds": s.window,
                     },
                 )
             )
+        if update:
+            ops.hset(f"pulls:baseline:{key}", update, REMEMBER)
+
+
+def _decayed(peak: float, at: int, now: int, half_life: int) -> float:
+    return peak * 0.5 ** (max(0, now - at) / half_life)
 
 
 class FirstTimePushDetector:
-    """A push to a repository that no one in the pusher's groups pushed to before."""
+    """A push to a repository that no one in the pusher's groups pushed to before (a CI
+    job's group is its source repository or project, whatever the branch or tag)."""
 
     name = "first_time_push"
     SINCE = "push:since"
@@ -149,7 +182,7 @@ class FirstTimePushDetector:
         if not repos:
             return
         assert view.principal is not None
-        teams = list(view.groups) or [view.principal]
+        teams = list(view.groups) or [_team_of(view)]
         since = ops.first(self.SINCE, str(view.now), REMEMBER)
         news: list[tuple[str, list[Handle[bool]]]] = [
             (repo, [ops.remember(f"push:team:{team}", repo, REMEMBER) for team in teams])
@@ -170,8 +203,24 @@ class FirstTimePushDetector:
                 )
 
 
+def _team_of(view: EventView) -> str:
+    """Who a principal without groups pushes with: a CI job's repository or project
+    (its subject changes with every branch and tag), else the principal itself."""
+    for claim in ("repository", "project_path"):
+        value = view.claims.get(claim)
+        if view.kind == "ci" and isinstance(value, str) and value:
+            return f"{view.provider}:{claim}:{value}"
+    assert view.principal is not None
+    return view.principal
+
+
 class OffHoursPushDetector:
-    """A human's push in an hour band of the day (UTC) the principal was never active in."""
+    """A human's push in an hour band of the day (UTC) in which the principal was never
+    active before today, nor in a band next to it.
+
+    A band counts as the principal's once it was first seen ``settle`` seconds ago: the
+    login an attacker makes seconds before pushing does not make 3 a.m. a working hour.
+    Neighbouring bands count too, so a day that starts or ends an hour off is quiet."""
 
     name = "off_hours_push"
 
@@ -185,15 +234,22 @@ class OffHoursPushDetector:
         s = self.settings
         principal = view.principal
         assert principal is not None
+        bands_a_day = max(1, 24 // s.band)
         band = (view.now % DAY) // HOUR // s.band
-        pushes = view.repositories("push")
         since = ops.first(f"hours:since:{principal}", str(view.now), REMEMBER)
-        new = ops.remember(f"hours:{principal}", str(band), REMEMBER)
-        bands = ops.cardinality(f"hours:{principal}")
+        seen = ops.hgetall(f"hours:{principal}")
         yield
-        if not pushes or not new.value or since.value is None:
+        first_seen = {int(b): int(t) for b, t in seen.value.items()}
+        if band not in first_seen:
+            ops.hset(f"hours:{principal}", {str(band): str(view.now)}, REMEMBER)
+        pushes = view.repositories("push")
+        if not pushes or since.value is None or view.now - int(since.value) < s.learning:
             return
-        if view.now - int(since.value) < s.learning or bands.value - 1 < s.min_active_bands:
+        settled = {b for b, t in first_seen.items() if view.now - t >= s.settle}
+        if len(settled) < s.min_active_bands:
+            return
+        near = {band, (band - 1) % bands_a_day, (band + 1) % bands_a_day}
+        if near & settled:
             return
         found(
             Finding(
@@ -203,7 +259,7 @@ class OffHoursPushDetector:
                 evidence={
                     "hour_utc": (view.now % DAY) // HOUR,
                     "band_hours": s.band,
-                    "active_bands": bands.value - 1,
+                    "active_bands": sorted(settled),
                     "repositories": pushes,
                     "ip": view.ip,
                 },

@@ -136,7 +136,8 @@ class SuccessAfterSprayDetector:
 
 
 class BruteForceDetector:
-    """Failures per (account, address) in a window."""
+    """Distinct passwords failing per (account, address) in a window (by credential
+    fingerprint: a tool retrying one expired password is not guessing)."""
 
     name = "brute_force"
 
@@ -149,7 +150,8 @@ class BruteForceDetector:
             return
         s = self.settings
         entity = f"account:{view.username}@ip:{view.ip}"
-        failures = ops.count(f"bf:{entity}", s.window)
+        tried = [view.fingerprint or view.event_id]
+        failures = ops.distinct(f"bf:{entity}", tried, s.window)
         yield
         if failures.value >= s.threshold:
             found(
@@ -157,7 +159,7 @@ class BruteForceDetector:
                     entity=entity,
                     window=s.window,
                     evidence={
-                        "failures": failures.value,
+                        "distinct_passwords": failures.value,
                         "threshold": s.threshold,
                         "window_seconds": s.window,
                     },
@@ -170,15 +172,27 @@ def _ratio(value: float) -> str:
 
 
 class CredentialStuffingDetector:
-    """The failure ratio and unknown-account share of each bucket of password requests
-    against their own EWMA baseline (mean and mean absolute deviation)."""
+    """The failure ratio and unknown-account share of password requests in the current
+    bucket against their own EWMA baseline (mean and mean absolute deviation).
+
+    Checked on every failure as the bucket fills (the failure that crosses the limit is
+    the alert's evidence); the baseline learns from each closed bucket with at least
+    ``min_requests`` requests that stayed under the limit, so an attack, even one too
+    small to alert, does not teach it."""
 
     name = "credential_stuffing"
     BASELINE = "stuffing:baseline"
+    MEASURES = ("failure_ratio", "unknown_share")
 
     def __init__(self, settings: CredentialStuffing) -> None:
         self.settings = settings
         self.severity = settings.severity
+
+    def _limit(self, base: dict[str, str], name: str) -> tuple[float, float, float]:
+        s = self.settings
+        mean = float(base.get(f"{name}_mean", 0.0))
+        dev = float(base.get(f"{name}_dev", 0.0))
+        return mean, dev, min(s.max_limit, mean + max(s.min_rise, s.deviations * dev))
 
     def observe(self, view: EventView, ops: Ops, found: Found) -> Iterator[None]:
         if view.credential != "password":
@@ -186,36 +200,21 @@ class CredentialStuffingDetector:
         s = self.settings
         bucket = view.now // s.bucket
         keep = s.bucket * 4
-        ops.incr(f"stuffing:total:{bucket}", 1, keep)
-        if view.bad_password:
-            ops.incr(f"stuffing:failed:{bucket}", 1, keep)
-            if view.reason == "UNKNOWN_USER":
-                ops.incr(f"stuffing:unknown:{bucket}", 1, keep)
+        total = ops.incr(f"stuffing:total:{bucket}", 1, keep)
+        failed = ops.incr(f"stuffing:failed:{bucket}", int(view.bad_password), keep)
+        unknown = ops.incr(f"stuffing:unknown:{bucket}", int(view.reason == "UNKNOWN_USER"), keep)
+        baseline = ops.hgetall(self.BASELINE)
         # The first event of a bucket closes the one before it (once, whoever sees it).
         closer = ops.first(f"stuffing:closed:{bucket - 1}", "1", keep)
         yield
-        if closer.value is not None:
-            return
-        previous = bucket - 1
-        counts = [ops.get(f"stuffing:{part}:{previous}") for part in ("total", "failed", "unknown")]
-        baseline = ops.hgetall(self.BASELINE)
-        yield
-        requests, failed, unknown = (int(c.value or 0) for c in counts)
-        if requests == 0:
-            return
         base = baseline.value
-        ratio, share = failed / requests, unknown / requests
-        first_seen = int(base.get("since", view.now))
-        fields = {"since": str(first_seen)}
-        learned = view.now - first_seen >= s.learning and "ratio" in base
-        fired = False
-        if learned and failed >= s.min_failures:
-            for name, value in (("failure_ratio", ratio), ("unknown_share", share)):
-                mean = float(base.get(f"{name}_mean", 0.0))
-                dev = float(base.get(f"{name}_dev", 0.0))
-                limit = mean + max(s.min_rise, s.deviations * dev)
+        since = int(base.get("since", view.now))
+        learned = view.now - since >= s.learning and "learned" in base
+        if view.bad_password and learned and failed.value >= s.min_failures:
+            measures = (failed.value / total.value, unknown.value / total.value)
+            for name, value in zip(self.MEASURES, measures, strict=True):
+                mean, dev, limit = self._limit(base, name)
                 if value > limit:
-                    fired = True
                     found(
                         Finding(
                             entity="global",
@@ -227,19 +226,31 @@ class CredentialStuffingDetector:
                                 "baseline": _ratio(mean),
                                 "deviation": _ratio(dev),
                                 "limit": _ratio(limit),
-                                "requests": requests,
-                                "failures": failed,
-                                "unknown_accounts": unknown,
-                                "bucket_start": previous * s.bucket,
+                                "requests": total.value,
+                                "failures": failed.value,
+                                "unknown_accounts": unknown.value,
+                                "bucket_start": bucket * s.bucket,
                             },
                         )
                     )
-        if not fired:  # an attack's bucket does not teach the baseline
+        if closer.value is not None:
+            return
+        previous = bucket - 1
+        counts = [ops.get(f"stuffing:{part}:{previous}") for part in ("total", "failed", "unknown")]
+        yield
+        requests, failures, unknowns = (int(c.value or 0) for c in counts)
+        fields = {"since": str(since)}
+        closed = (failures / requests, unknowns / requests) if requests else (0.0, 0.0)
+        quiet = all(
+            value <= self._limit(base, name)[2]
+            for name, value in zip(self.MEASURES, closed, strict=True)
+        )
+        if requests >= s.min_requests and (quiet or not learned):
             a = s.alpha
-            for name, value in (("failure_ratio", ratio), ("unknown_share", share)):
+            for name, value in zip(self.MEASURES, closed, strict=True):
                 mean = float(base.get(f"{name}_mean", value))
                 dev = float(base.get(f"{name}_dev", 0.0))
                 fields[f"{name}_mean"] = repr((1 - a) * mean + a * value)
                 fields[f"{name}_dev"] = repr((1 - a) * dev + a * abs(value - mean))
-            fields["ratio"] = "1"
+            fields["learned"] = "1"
         ops.hset(self.BASELINE, fields, 400 * 86400)

@@ -223,7 +223,9 @@ class DormantCredentialDetector:
 
 
 class ProofReuseDetector:
-    """An OIDC token or AWS signed request presented for a second exchange (page)."""
+    """An OIDC token or AWS signed request presented for a second exchange (page),
+    unless it is its own client retrying: the same address within ``grace`` seconds of
+    the exchange that used it (a job whose answer was lost sends it again)."""
 
     name = "proof_reuse"
 
@@ -232,29 +234,34 @@ class ProofReuseDetector:
         self.severity = settings.severity
 
     def observe(self, view: EventView, ops: Ops, found: Found) -> Iterator[None]:
+        s = self.settings
+        if view.credential == "subject_token" and view.fingerprint and view.succeeded:
+            ops.first(f"proof:{view.fingerprint}", f"{view.now}|{view.ip}", s.remember)
+            return
         if view.outcome != "failure" or view.reason not in REPLAY_REASONS:
             return
+        first = ops.get(f"proof:{view.fingerprint}") if view.fingerprint else None
+        yield
+        if first is not None and first.value:
+            used_at, _, used_from = first.value.partition("|")
+            if used_from == view.ip and view.now - int(used_at) <= s.grace:
+                return  # the client retrying its own exchange
         who = view.principal or (
             f"{view.provider}:{view.claims.get('sub')}"
             if view.provider and view.claims.get("sub")
             else None
         )
         entity = who or f"credential:{view.fingerprint or view.event_id}"
-        found(
-            Finding(
-                entity=entity,
-                window=3600,
-                key=view.fingerprint or "",
-                evidence={
-                    "ip": view.ip,
-                    "client": view.client,
-                    "claims": {
-                        k: v
-                        for k, v in view.claims.items()
-                        if k in ("iss", "jti", "repository", "arn")
-                    },
-                },
+        evidence: dict[str, object] = {
+            "ip": view.ip,
+            "client": view.client,
+            "claims": {
+                k: v for k, v in view.claims.items() if k in ("iss", "jti", "repository", "arn")
+            },
+        }
+        if first is not None and first.value:
+            used_at, _, used_from = first.value.partition("|")
+            evidence.update(
+                first_used_from=used_from, seconds_after_first_use=view.now - int(used_at)
             )
-        )
-        return
-        yield  # a generator without state to read
+        found(Finding(entity=entity, window=3600, key=view.fingerprint or "", evidence=evidence))

@@ -20,15 +20,22 @@ def failure(
     *,
     reason: str = "INVALID_CREDENTIALS",
     ua: str = "docker/24.0.7 go/go1.20 os/linux arch/amd64",
+    password: str | None = None,
 ) -> dict[str, Any]:
+    """A failed password login; each with another password unless ``password`` is given."""
+    eid = event_id()
     return {
         "schema": "authsvc.audit/1",
-        "event_id": event_id(),
+        "event_id": eid,
         "time": at * 1000,
         "type": "token.issue",
         "outcome": "failure",
         "reason": reason,
-        "actor": {"credential": "password", "username": user, "fingerprint": f"fp-{user}-x"},
+        "actor": {
+            "credential": "password",
+            "username": user,
+            "fingerprint": f"fp-{password or eid}",
+        },
         "client": {"ip": ip, "user_agent": ua, "client_id": None},
         "request": {"service": "registry", "scopes": ["repository:a/b:pull"]},
         "decision": {"granted": [], "denied": ["repository:a/b:pull"], "rules": []},

@@ -60,31 +60,52 @@ def test_a_robot_denied_delete_or_catalog_is_alerted_at_once(run: Run) -> None:
     ]
 
 
-def pulls(who: str, start: int, count: int, prefix: str = "r") -> list[dict[str, object]]:
+def pulls(
+    who: str, start: int, count: int, prefix: str = "r", ip: str = "203.0.113.9"
+) -> list[dict[str, object]]:
     return [
-        success(who, "203.0.113.9", start + i, granted=[f"repository:lib/{prefix}{i}:pull"])
+        success(who, ip, start + i, granted=[f"repository:lib/{prefix}{i}:pull"])
         for i in range(count)
     ]
 
 
-def test_mass_pull_needs_the_floor_and_the_principals_own_baseline(run: Run) -> None:
-    mass = {"mass_pull": {"floor": 20, "multiplier": 3.0}}
-    assert of(run(pulls("alice", T0, 19), mass), "mass_pull") == []
-    alerts = of(run(pulls("alice", T0, 25), mass), "mass_pull")
+MASS = {"mass_pull": {"floor": 20, "multiplier": 3.0, "learning": 86400}}
+
+
+def test_mass_pull_fires_at_the_floor_after_learning(run: Run) -> None:
+    known = pulls("alice", T0, 1)  # alice is seen: her learning starts
+    later = T0 + 2 * DAY
+    assert of(run(known + pulls("alice", later, 19), MASS), "mass_pull") == []
+    alerts = of(run(known + pulls("alice", later, 25), MASS), "mass_pull")
     assert [(a["entity"], a["evidence"]["distinct_repositories"]) for a in alerts] == [
         ("static:alice", 20)
     ]
-    # A principal that always pulls ~60 repositories an hour (a mirror) is alerted in its
-    # first hour (nothing is known of it), then it is its own normal ...
-    mirror = [e for h in range(8) for e in pulls("mirror", T0 + h * HOUR, 60, f"h{h % 3}-")]
-    alerts = of(run(mirror, mass), "mass_pull")
-    assert [a["evidence"]["hour_start"] for a in alerts] == [T0]
-    # ... until it pulls four times as much.
-    burst = pulls("mirror", T0 + 8 * HOUR, 240, "burst")
-    alerts = of(run(mirror + burst, mass), "mass_pull")
-    assert [
-        (a["evidence"]["hour_start"], a["evidence"]["distinct_repositories"]) for a in alerts
-    ] == [(T0, 20), (T0 + 8 * HOUR, 180)]
+    # While learning, the same is quiet.
+    assert of(run(pulls("alice", T0, 25), MASS), "mass_pull") == []
+    # The window slides: 12 repositories at the end of one hour and 12 at the start of
+    # the next are one mass pull.
+    split = pulls("alice", later + 3000, 12, "a") + pulls("alice", later + 3700, 12, "b")
+    alerts = of(run(known + split, MASS), "mass_pull")
+    assert [a["evidence"]["distinct_repositories"] for a in alerts] == [20]
+
+
+def test_a_weekly_rollout_is_its_own_normal_on_its_own_network(run: Run) -> None:
+    cluster, elsewhere = "10.30.0.7", "198.51.100.66"
+    week = 7 * DAY
+    rollouts = [e for w in range(3) for e in pulls("deploy", T0 + w * week, 60, ip=cluster)]
+    # The first rollout is before the end of learning; the later ones are quiet
+    # (60 < 1.5 x the peak of 60 decayed for a week by a half-life of 30 days: 76.6).
+    assert of(run(rollouts, MASS), "mass_pull") == []
+    # 40 repositories from another network, days after the last rollout, are alerted.
+    stolen = pulls("deploy", T0 + 2 * week + 3 * DAY, 40, ip=elsewhere)
+    alerts = of(run(rollouts + stolen, MASS), "mass_pull")
+    assert [(a["evidence"]["network"], a["evidence"]["distinct_repositories"]) for a in alerts] == [
+        ("net:198.51.100.0/24", 20)
+    ]
+    # Twice the usual rollout from the cluster is alerted too.
+    double = pulls("deploy", T0 + 3 * week, 160, "big", ip=cluster)
+    alerts = of(run(rollouts + double, MASS), "mass_pull")
+    assert [a["evidence"]["network"] for a in alerts] == ["net:10.30.0.0/24"]
 
 
 def test_first_time_push_by_group(run: Run) -> None:
@@ -133,23 +154,44 @@ def test_off_hours_push(run: Run) -> None:
         for d in range(10)
         for h in range(8, 18)
     ]
-    night_pull = success("alice", "203.0.113.9", T0 + 10 * DAY + 3 * HOUR)
-    night_push = success(
-        "alice",
-        "203.0.113.9",
-        T0 + 10 * DAY + 3 * HOUR + 60,
-        granted=["repository:team/app:pull,push"],
-    )
-    day_push = success(
-        "alice", "203.0.113.9", T0 + 10 * DAY + 9 * HOUR, granted=["repository:team/app:pull,push"]
-    )
-    assert of(run([*work, day_push]), "off_hours_push") == []
-    # A pull at night teaches the band (only pushes are alerted) ...
-    assert of(run([*work, night_pull, night_push]), "off_hours_push") == []
+    push = ["repository:team/app:pull,push"]
+    night_push = success("alice", "203.0.113.9", T0 + 10 * DAY + 3 * HOUR + 60, granted=push)
     alerts = of(run([*work, night_push]), "off_hours_push")
-    assert [(a["entity"], a["evidence"]["hour_utc"]) for a in alerts] == [("static:alice", 3)]
-    # ... and nothing is alerted while learning.
-    early_push = success(
-        "alice", "203.0.113.9", T0 + 2 * DAY + 3 * HOUR, granted=["repository:team/app:pull,push"]
-    )
-    assert of(run([*work[:20], early_push]), "off_hours_push") == []
+    assert [
+        (a["entity"], a["evidence"]["hour_utc"], a["evidence"]["active_bands"]) for a in alerts
+    ] == [("static:alice", 3, [4, 5, 6, 7, 8])]
+    # A day's push, and one in the band next to her working hours, are quiet.
+    day_push = success("alice", "203.0.113.9", T0 + 10 * DAY + 9 * HOUR, granted=push)
+    early_push = success("alice", "203.0.113.9", T0 + 10 * DAY + 6 * HOUR, granted=push)
+    assert of(run([*work, day_push, early_push]), "off_hours_push") == []
+    # The login an attacker makes a minute before pushing does not make 3 a.m. hers ...
+    login = success("alice", "203.0.113.9", T0 + 10 * DAY + 3 * HOUR)
+    assert len(of(run([*work, login, night_push]), "off_hours_push")) == 1
+    # ... but a night she did work, days before, does.
+    worked_night = success("alice", "203.0.113.9", T0 + 8 * DAY + 3 * HOUR)
+    assert of(run([*work, worked_night, night_push]), "off_hours_push") == []
+    # Nothing is alerted while learning.
+    early = success("alice", "203.0.113.9", T0 + 2 * DAY + 3 * HOUR, granted=push)
+    assert of(run([*work[:20], early]), "off_hours_push") == []
+
+
+def test_a_ci_job_pushes_with_its_repository_whatever_the_ref(run: Run) -> None:
+    def job(ref: str, at: int, target: str) -> dict[str, object]:
+        return success(
+            f"repo:acme/app:ref:{ref}",
+            "10.20.0.5",
+            at,
+            kind="ci",
+            provider="github",
+            credential="subject_token",
+            claims={"repository": "acme/app", "ref": ref},
+            granted=[f"repository:{target}:pull,push"],
+        )
+
+    main = job("refs/heads/main", T0, "ci/acme/app")
+    tag = job("refs/tags/v1.2.0", T0 + 8 * DAY, "ci/acme/app")
+    other = job("refs/heads/feature", T0 + 8 * DAY + 1, "ci/acme/other")
+    alerts = of(run([main, tag, other]), "first_time_push")
+    assert [(a["evidence"]["repository"], a["evidence"]["groups"]) for a in alerts] == [
+        ("ci/acme/other", ["github:repository:acme/app"])
+    ]

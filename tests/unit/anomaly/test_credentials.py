@@ -103,9 +103,12 @@ def test_brute_force_counts_per_account_and_address(run: Run) -> None:
     sixth = failure("alice", "203.0.113.9", T0 + 8)
     seventh = failure("alice", "203.0.113.9", T0 + 9)
     alerts = of(run([*five, other_ip, other_user, sixth, seventh], BRUTE), "brute_force")
-    assert [(a["entity"], a["evidence"]["failures"]) for a in alerts] == [
+    assert [(a["entity"], a["evidence"]["distinct_passwords"]) for a in alerts] == [
         ("account:alice@ip:203.0.113.9", 6)
     ]
+    # A tool retrying one (expired) password is not guessing.
+    loop = [failure("alice", "203.0.113.9", T0 + i, password="old") for i in range(30)]
+    assert of(run(loop, BRUTE), "brute_force") == []
     # Failures spread beyond the window never add up.
     spread = [failure("alice", "203.0.113.9", T0 + i * 200) for i in range(12)]
     assert of(run(spread, BRUTE), "brute_force") == []

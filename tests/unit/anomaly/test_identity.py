@@ -38,7 +38,12 @@ def test_ci_identity_outside_declared_runner_networks_pages(run: Run) -> None:
 
 def test_ci_identity_from_an_interactive_client(run: Run) -> None:
     browser = ci("10.20.3.4", T0, ua="Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0")
-    desktop = ci("10.20.3.4", T0 + 1, ua="docker/24.0.7 go/go1.20 os/darwin arch/arm64")
+    desktop = ci(
+        "10.20.3.4",
+        T0 + 1,
+        ua="docker/24.0.7 go/go1.20 os/linux arch/arm64 "
+        "UpstreamClient(Docker-Client/24.0.7 \\(darwin\\))",
+    )
     alerts = of(run([browser, desktop], DECLARED, **RUNNERS), "ci_outside_ci")
     assert [a["evidence"]["why"] for a in alerts] == ["interactive client"]  # one per day
 
@@ -102,4 +107,26 @@ def test_proof_reuse_pages(run: Run) -> None:
     alerts = of(run([replay, expired]), "proof_reuse")
     assert [(a["entity"], a["severity"], a["evidence"]["claims"]) for a in alerts] == [
         ("github:repo:acme/app", "page", {"jti": "j1"})
+    ]
+
+
+def test_a_client_retrying_its_own_exchange_is_not_a_reuse(run: Run) -> None:
+    exchanged = ci("10.20.3.4", T0, fingerprint="fp-proof")
+
+    def replay(ip: str, at: int) -> dict[str, Any]:
+        event = failure("", ip, at, reason="TOKEN_REPLAYED")
+        event["actor"] = {
+            "credential": "subject_token",
+            "provider": "github",
+            "fingerprint": "fp-proof",
+            "claims": {"sub": "repo:acme/app"},
+        }
+        return event
+
+    assert of(run([exchanged, replay("10.20.3.4", T0 + 60)]), "proof_reuse") == []
+    late = of(run([exchanged, replay("10.20.3.4", T0 + 61)]), "proof_reuse")
+    assert [a["evidence"]["seconds_after_first_use"] for a in late] == [61]
+    elsewhere = of(run([exchanged, replay("203.0.113.9", T0 + 2)]), "proof_reuse")
+    assert [(a["severity"], a["evidence"]["first_used_from"]) for a in elsewhere] == [
+        ("page", "10.20.3.4")
     ]
