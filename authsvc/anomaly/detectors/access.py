@@ -161,7 +161,7 @@ class MassPullDetector:
 
 
 def _decayed(peak: float, at: int, now: int, half_life: int) -> float:
-    return peak * 0.5 ** (max(0, now - at) / half_life)
+    return float(peak * 0.5 ** (max(0, now - at) / half_life))
 
 
 class FirstTimePushDetector:
