@@ -71,12 +71,15 @@ class Fixture:
         oidc: BenchIssuers | None = None,
         oidc_max_age: int = 3600,
         audit: dict[str, Any] | None = None,
+        anomaly: dict[str, Any] | None = None,
         name: str | None = None,
     ) -> Path:
         """``oidc``: also trust its two issuers (``identities.oidc``, rule ``bench-ci``),
         accepting their tokens up to ``oidc_max_age`` seconds old. ``audit``: the
         ``audit`` section (default: none, i.e. the service's default, an fsynced file at
-        ``audit/audit.jsonl`` in the temp dir, shared by every server). ``name``: the
+        ``audit/audit.jsonl`` in the temp dir, shared by every server). ``anomaly``: the
+        ``anomaly`` section (default: none, i.e. the service's defaults, the brute-force
+        backoff on; ``{"backoff": {"enabled": False}}`` turns it off). ``name``: the
         file's name (default ``config-STORE-cache|nocache``)."""
         data: dict[str, Any] = {
             "issuer": ISSUER,
@@ -105,6 +108,8 @@ class Fixture:
             data["rules"].append(oidc.rule())
         if audit is not None:
             data["audit"] = audit
+        if anomaly is not None:
+            data["anomaly"] = anomaly
         name = name or f"config-{store}-{'cache' if cache_ttl else 'nocache'}"
         path = self.tmp / f"{name}.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
@@ -248,6 +253,25 @@ def check_oidc_login(server: Server, authorization: str, *, what: str) -> None:
     if actions != ["pull", "push"]:
         raise BenchError(f"{server.name}: {what} was granted {claims.get('access')!r}, "
                          "expected pull and push on ci/acme/app/cache")
+
+
+def check_user_login(server: Server, fixture: Fixture) -> None:
+    """``GET USER_PATH`` with the bench user's password is granted pull and push (the
+    request of cases b and j); in the worker that answers, it also fills the credential
+    cache."""
+    import jwt
+
+    status, body = http_request(
+        server.port, USER_PATH, headers={"Authorization": fixture.basic_auth}
+    )
+    if status != 200:
+        raise BenchError(f"{server.name}: the bench user's password answered {status} to "
+                         f"{USER_PATH}: {body[:300]!r}")
+    claims = jwt.decode(json.loads(body)["token"], options={"verify_signature": False})
+    actions = sorted(a for grant in claims.get("access", []) for a in grant.get("actions", []))
+    if actions != ["pull", "push"]:
+        raise BenchError(f"{server.name}: the bench user was granted {claims.get('access')!r}, "
+                         "expected pull and push on bench/app")
 
 
 def check_floor_token(floor: Server, authsvc: Server) -> None:

@@ -35,6 +35,16 @@ AUDIT_CASES: Mapping[str, str] = {
 }
 #: An audited anonymous pull should reach this fraction of the no-audit baseline.
 AUDIT_TARGET = 0.9
+#: The baseline without the in-request detectors (Basic auth, credential cache warm,
+#: ``anomaly.backoff.enabled: false``), and the cases compared with it: the same request
+#: on the same configuration with the detectors on (the service's default).
+NO_BACKOFF = "j-basic-nobackoff"
+DETECTOR_CASES: Mapping[str, str] = {
+    "b-basic-cached": "brute-force backoff on: one store read (backoff_state) per login",
+}
+#: With the in-request detectors a password login should reach this fraction of the
+#: same login without them (issue #7: at most 10% of token throughput).
+DETECTOR_TARGET = 0.9
 #: A run whose slowest request took this long (and 10x its median) is called a stall.
 STALL_MS = 250.0
 
@@ -223,6 +233,61 @@ def audit_summary(outcome: StoreResult) -> list[AuditRow]:
     return rows
 
 
+@dataclass
+class DetectorRow:
+    """A password-login case with the in-request detectors against the same login
+    without them (j-basic-nobackoff)."""
+
+    case: str
+    store: str
+    what: str
+    rate: float
+    errors: int
+    #: Median over the rounds of tokens/s / the same round's j-basic-nobackoff run.
+    vs_no_backoff: float | None
+    vs_floor: float | None
+    cpu_us_per_token: float | None
+    #: Per token over the baseline: CPU (us) and server time (1e6 / tokens/s).
+    extra_cpu_us: float | None
+    extra_server_us: float | None
+    target: float | None
+    verdict: str
+
+
+def detector_summary(outcome: StoreResult) -> list[DetectorRow]:
+    """j-basic-nobackoff (the baseline) and b-basic-cached, each against j."""
+    by_case = {r.case: r for r in outcome.cases}
+    base = by_case.get(NO_BACKOFF)
+    if base is None or not base.runs:
+        return []
+    what = {NO_BACKOFF: "anomaly.backoff.enabled: false (baseline)", **DETECTOR_CASES}
+    rows = []
+    for case in (NO_BACKOFF, *DETECTOR_CASES):
+        r = by_case.get(case)
+        if r is None or not r.runs:
+            continue
+        vs_base = _round_ratios(r, base)
+        extra_cpu = extra_server = None
+        if r.cpu_us_per_token is not None and base.cpu_us_per_token is not None:
+            extra_cpu = r.cpu_us_per_token - base.cpu_us_per_token
+        if r.rate > 0 and base.rate > 0:
+            extra_server = 1e6 / r.rate - 1e6 / base.rate
+        ratio = statistics.median(vs_base) if vs_base else None
+        if case == NO_BACKOFF:
+            target, verdict = None, "baseline"
+        elif r.errors or base.errors:
+            target, verdict = DETECTOR_TARGET, "ERRORS"
+        else:
+            target = DETECTOR_TARGET
+            verdict = "PASS" if (ratio or 0) >= DETECTOR_TARGET else "BELOW"
+        rows.append(DetectorRow(
+            case=case, store=outcome.store, what=what[case], rate=r.rate, errors=r.errors,
+            vs_no_backoff=ratio, vs_floor=r.ratio, cpu_us_per_token=r.cpu_us_per_token,
+            extra_cpu_us=extra_cpu, extra_server_us=extra_server, target=target,
+            verdict=verdict))
+    return rows
+
+
 def _columns(header: Sequence[str], rows: Sequence[Sequence[str]], left: set[int]) -> str:
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
 
@@ -261,6 +326,30 @@ def format_audit_table(outcomes: Sequence[StoreResult]) -> str:
     if not rows:
         return "(no audit cases)"
     return _columns(header, rows, {0, 1, 5, 11})
+
+
+def format_detector_table(outcomes: Sequence[StoreResult]) -> str:
+    """What the in-request detectors cost a password login, against the same login
+    without them."""
+    header = ("in-request detectors", "store", "tokens/s", "vs j", "target", "verdict",
+              "vs floor", "cpu us/tok", "+cpu us", "+server us", "what")
+    rows = []
+    for outcome in outcomes:
+        for row in detector_summary(outcome):
+            baseline = row.case == NO_BACKOFF
+            rows.append((
+                row.case, row.store,
+                f"{row.rate:.1f}" if not row.errors else f"({row.rate:.1f})",
+                _ratio(row.vs_no_backoff),
+                "" if row.target is None else f">= {row.target:.2f}", row.verdict,
+                _ratio(row.vs_floor), _micros(row.cpu_us_per_token),
+                "" if baseline or row.extra_cpu_us is None else _signed(row.extra_cpu_us),
+                "" if baseline or row.extra_server_us is None
+                else _signed(row.extra_server_us),
+                row.what))
+    if not rows:
+        return "(no in-request detector cases)"
+    return _columns(header, rows, {0, 1, 5, 10})
 
 
 def format_export_table(exports: Sequence[ExportRun]) -> str:
@@ -341,6 +430,15 @@ def notes(outcomes: Sequence[StoreResult], options: Options) -> list[str]:
         "1e6 / tokens/s). Every file-sink server of a run appends to one file (flock), "
         "audit/audit.jsonl in the temp dir. With Redis, i streams to a private "
         "redis-server (not a shared one's audit stream).",
+        f"in-request detectors: {NO_BACKOFF} is case b's request (Basic auth, credential "
+        "cache warm) on a server whose configuration is b's but for anomaly: {backoff: "
+        "{enabled: false}}, run right after b in each round. vs j = median over the "
+        "rounds of b's tokens/s / the same round's j. Target (issue #7): >= "
+        f"{DETECTOR_TARGET:.2f} of j (PASS/BELOW; a BELOW makes the exit status 1). "
+        "+cpu us / +server us: per token over j (memory: a dict read under a lock; "
+        "Redis: one HMGET round trip, whose client side, redis-py and the socket calls, "
+        "is CPU of the worker, and whose wait and redis-server's work show only in the "
+        "server time).",
     ]
     for outcome in outcomes:
         by_case = {r.case: r for r in outcome.cases}
@@ -430,6 +528,7 @@ def write_json(path: Path, outcomes: Sequence[StoreResult], options: Options,
                     "drift": round(o.floor_drift, 3),
                 },
                 "audit": [asdict(row) for row in audit_summary(o)],
+                "detectors": [asdict(row) for row in detector_summary(o)],
                 "cases": [
                     {
                         "case": r.case,

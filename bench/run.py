@@ -9,19 +9,23 @@ same workers and threads):
 * the FLOOR (``bench/floor_app.py``): signs the same JWT with the same key, nothing else;
 * authsvc with the credential cache on (``credential_cache: {ttl: 60}``);
 * authsvc with the credential cache off (``ttl: 0``), otherwise the same configuration;
+* authsvc with the cache on and the brute-force backoff off
+  (``anomaly: {backoff: {enabled: false}}``), otherwise the same configuration;
 
 then measures, in this order: the floor, (a) anonymous pull, (b) Basic auth with the
-cache warm, (d) refresh-token POST, (e) an RS256 OIDC token as the Basic-auth password,
-re-sent, (f) the same with ES256, (g) a new ES256 OIDC token every request, (c) Basic
-auth with the cache off, the floor again. Each round also measures the audit trail's
-cost on anonymous pulls: (n) authsvc with auditing patched out (``bench/noaudit.py``,
-the no-audit baseline), (h) the default fsynced file sink, (i) the Redis stream sink;
-after the last store, ``authsvc audit export`` of the run's audit file in every format
-(``bench/export.py``). The OIDC issuers (``bench/oidc_issuer.py``)
+cache warm, (j) the same without the backoff (the baseline of the in-request detectors'
+cost: b / j), (d) refresh-token POST, (e) an RS256 OIDC token as the Basic-auth
+password, re-sent, (f) the same with ES256, (g) a new ES256 OIDC token every request,
+(c) Basic auth with the cache off, the floor again. Each round also measures the audit
+trail's cost on anonymous pulls: (n) authsvc with auditing patched out
+(``bench/noaudit.py``, the no-audit baseline), (h) the default fsynced file sink, (i)
+the Redis stream sink; after the last store, ``authsvc audit export`` of the run's audit
+file in every format (``bench/export.py``). The OIDC issuers (``bench/oidc_issuer.py``)
 run on 127.0.0.1 in this process for the whole run.
 Each case is reported as tokens/s, p50/p99 latency, errors and its ratio to the mean of
-the two floor runs (with ``--rounds N``, cases a, b, d, e, f, g are repeated N times,
-each round between two floor runs, and medians are reported). Only ratios within one
+the two floor runs (with ``--rounds N``, every case but c is repeated N times, each
+round between two floor runs, and medians are reported); b against j and the audit
+cases against n also as medians of per-round ratios. Only ratios within one
 run mean anything on a shared machine.
 Results also go to ``bench/results.json``. See ``bench/README.md``.
 """
@@ -51,6 +55,7 @@ from bench.fixture import (  # noqa: E402
     Fixture,
     check_floor_token,
     check_oidc_login,
+    check_user_login,
     ensure_redis,
     fetch_refresh_token,
     make_fixture,
@@ -73,11 +78,14 @@ from bench.report import (  # noqa: E402
     AUDIT_CASES,
     INFORMATIONAL,
     NO_AUDIT,
+    NO_BACKOFF,
     TARGETS,
     CaseResult,
     StoreResult,
     audit_summary,
+    detector_summary,
     format_audit_table,
+    format_detector_table,
     format_export_table,
     format_table,
     notes,
@@ -95,7 +103,8 @@ def oidc_lifetime(options: Options) -> int:
     """Seconds the reused OIDC tokens (cases e, f) live: twice a generous estimate of
     one store's run (they are minted when it starts), at least an hour."""
     per_run = options.warmup + options.duration + 5  # settling, wrk start, pool minting
-    estimate = (options.rounds * 10 + 1) * per_run + options.warmup + options.nocache_duration
+    # Per round: a, b, j, d, e, f, g, n, h, i and a floor run; plus the first floor.
+    estimate = (options.rounds * 11 + 1) * per_run + options.warmup + options.nocache_duration
     return min(MAX_OIDC_AGE, max(MIN_REUSE_LIFETIME, 2 * estimate))
 
 
@@ -115,6 +124,12 @@ def run_store(
                                    oidc_max_age=lifetime)
     nocache_config = fixture.config(store, storage, cache_ttl=0, oidc=issuers,
                                     oidc_max_age=lifetime)
+    # Case j: the cached configuration but for the brute-force backoff (the one
+    # in-request detector: a store read per password login), the baseline of b.
+    nobackoff_config = fixture.config(store, storage, cache_ttl=60, oidc=issuers,
+                                      oidc_max_age=lifetime,
+                                      anomaly={"backoff": {"enabled": False}},
+                                      name=f"config-{store}-nobackoff")
     # The audit cases: the same configuration (no OIDC) but for the audit section.
     # A sink: redis server of a Redis store gets a private redis-server, so that the
     # benchmark's events never land in a shared server's audit stream (nothing is ever
@@ -138,19 +153,24 @@ def run_store(
                            workers=workers, log_dir=fixture.tmp)
     nocache = start_authsvc(processes, nocache_config, name=f"authsvc-{store}-nocache",
                             workers=workers, log_dir=fixture.tmp)
+    nobackoff = start_authsvc(processes, nobackoff_config,
+                              name=f"authsvc-{store}-nobackoff", workers=workers,
+                              log_dir=fixture.tmp)
     noaudit = start_authsvc(processes, noaudit_config, name=f"authsvc-{store}-noaudit",
                             workers=workers, log_dir=fixture.tmp, module="bench.noaudit")
     audit_file = start_authsvc(processes, file_config, name=f"authsvc-{store}-audit-file",
                                workers=workers, log_dir=fixture.tmp)
     audit_redis = start_authsvc(processes, redis_config, name=f"authsvc-{store}-audit-redis",
                                 workers=workers, log_dir=fixture.tmp)
-    servers = (floor, cached, nocache, noaudit, audit_file, audit_redis)
+    servers = (floor, cached, nocache, nobackoff, noaudit, audit_file, audit_redis)
     refresh_token: str | None = None
     try:
         for server in servers:
             wait_ready(server.process, server.port)
-        for server in (cached, noaudit, audit_file, audit_redis):
+        for server in (cached, nobackoff, noaudit, audit_file, audit_redis):
             check_floor_token(floor, server)
+        for server in (cached, nobackoff):
+            check_user_login(server, fixture)
         refresh_token = fetch_refresh_token(cached, fixture)
         # The tokens e and f re-send; their first use (here) claims their jti and, in
         # that worker, fetches the issuer's JWKS (the warm-up reaches the other worker).
@@ -167,6 +187,9 @@ def run_store(
             ("a-anonymous", "anonymous pull, GET", cached, Load(ANON_PATH, *full)),
             ("b-basic-cached", "Basic auth, credential cache warm, GET", cached,
              Load(USER_PATH, *full, authorization=basic)),
+            # Right after b, in every round: b / j is the in-request detectors' cost.
+            (NO_BACKOFF, "Basic auth, credential cache warm, GET, brute-force backoff off",
+             nobackoff, Load(USER_PATH, *full, authorization=basic)),
             ("d-refresh-post", "refresh-token grant, POST", cached,
              Load("/token", *full, method="POST", body=urllib.parse.urlencode({
                  "grant_type": "refresh_token", "refresh_token": refresh_token,
@@ -193,7 +216,7 @@ def run_store(
         outcome = StoreResult(store, storage, workers)
         results = {case: CaseResult(case, store, description)
                    for case, description, _, _ in cases}
-        # floor, a, b, d, e, f, g, floor, a, ..., g, c, floor: every round sits between
+        # floor, a, b, j, d, ..., i, floor, a, ..., i, c, floor: every round sits between
         # two floor runs; the cache-disabled case runs once, in the last round.
         outcome.floors.append(measure(floor, floor_load, options, label="floor (before)"))
         pool.observe(outcome.floors[0].rate)  # sizes case g's token files
@@ -229,7 +252,7 @@ def run_store(
             result.verdict = "ERRORS"
         elif result.case.startswith("c-"):
             result.verdict = "n/a (cache off)"
-        elif result.case == NO_AUDIT:
+        elif result.case in (NO_AUDIT, NO_BACKOFF):
             result.verdict = "baseline"
         elif result.case in INFORMATIONAL or result.case in AUDIT_CASES:
             result.verdict = "info"
@@ -253,8 +276,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--nocache-connections", type=int, default=4,
                         help="connections for the cache-disabled case (default 4)")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="repeat cases a, b, d, e, f, g, n, h, i this many times, each round "
-                             "between two floor runs, and report medians (default 1)")
+                        help="repeat cases a, b, j, d, e, f, g, n, h, i this many times, each "
+                             "round between two floor runs, and report medians (default 1)")
     parser.add_argument("--warmup", type=int, default=2,
                         help="unmeasured seconds of the same load before each case (default 2)")
     parser.add_argument("--wrk-threads", type=int, default=1,
@@ -340,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(format_audit_table(outcomes))
     print()
+    print(format_detector_table(outcomes))
+    print()
     if exports:
         print(format_export_table(exports))
         print()
@@ -349,6 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nresults written to {args.output}")
     failed = any(r.verdict in ("BELOW", "ERRORS") for o in outcomes for r in o.cases)
     failed = failed or any(row.verdict == "BELOW" for o in outcomes for row in audit_summary(o))
+    failed = failed or any(row.verdict == "BELOW"
+                           for o in outcomes for row in detector_summary(o))
     return 1 if failed else 0
 
 
