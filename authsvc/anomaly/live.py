@@ -56,7 +56,7 @@ class Live:
     audit: ChainedAuditLog
     webhook: Webhook | None
     metrics_server: ThreadingHTTPServer | None
-    client: redis.Redis[str]
+    client: redis.Redis
     store: Store
     address: str
 
@@ -118,7 +118,7 @@ def open_live(
     except KeyRingError as exc:
         raise LiveConfigError(f"alerts are checkpointed with the signing key: {exc}") from exc
 
-    client: redis.Redis[str] = redis.Redis.from_url(
+    client: redis.Redis = redis.Redis.from_url(
         settings.storage,
         decode_responses=True,
         socket_timeout=block_ms / 1000 + SOCKET_TIMEOUT,
@@ -152,8 +152,12 @@ def open_live(
     def gauges() -> dict[str, int | None]:
         backlog = stream.backlog()
         waiting, dead = outbox.sizes()
-        return {"pending": backlog.pending, "lag": backlog.lag,
-                "webhook_outbox": waiting, "webhook_dead": dead}
+        return {
+            "pending": backlog.pending,
+            "lag": backlog.lag,
+            "webhook_outbox": waiting,
+            "webhook_dead": dead,
+        }
 
     metrics = Metrics(((d.name, d.severity) for d in engine.detectors), gauges)
     webhook = None

@@ -47,7 +47,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 # KEYS: queued marker, outbox, bodies, dead. ARGV: id, body, marker TTL, max outbox,
 # max dead, the dead-letter record if the outbox is full. 1 queued, 0 seen, 2 full.
-_ENQUEUE = _NOW + """
+_ENQUEUE = (
+    _NOW
+    + """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[3]) then return 0 end
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then
   redis.call('LPUSH', KEYS[4], ARGV[6])
@@ -58,10 +60,13 @@ redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 return 1
 """
+)
 
 # KEYS: outbox, bodies, attempts. ARGV: lease (ms). Returns {id, body, attempts}, or
 # {'', ms until the next is due (-1: empty)}.
-_TAKE = _NOW + """
+_TAKE = (
+    _NOW
+    + """
 while true do
   local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1)
   if #due == 0 then
@@ -79,6 +84,7 @@ while true do
   redis.call('HDEL', KEYS[3], id)
 end
 """
+)
 
 # KEYS: outbox, bodies, attempts. ARGV: id.
 _DONE = """
@@ -88,9 +94,12 @@ redis.call('HDEL', KEYS[3], ARGV[1])
 """
 
 # KEYS: outbox. ARGV: id, delay (ms). Only while it is still queued (XX).
-_RETRY = _NOW + """
+_RETRY = (
+    _NOW
+    + """
 redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
 """
+)
 
 # KEYS: outbox, bodies, attempts, dead. ARGV: id, the dead-letter record, max dead.
 _DEAD = """
@@ -115,7 +124,7 @@ class Delivery:
 class Outbox:
     def __init__(
         self,
-        client: redis.Redis[str],
+        client: redis.Redis,
         *,
         prefix: str,
         max_outbox: int = 100_000,
@@ -143,7 +152,12 @@ class Outbox:
         full = _dead_record(body, 0, "outbox full")
         keys = [self._queued + event_id, self._outbox, self._bodies, self.dead_key]
         args: list[str | int] = [
-            event_id, body.decode(), QUEUED_TTL, self._max_outbox, self._max_dead, full
+            event_id,
+            body.decode(),
+            QUEUED_TTL,
+            self._max_outbox,
+            self._max_dead,
+            full,
         ]
         with _guard():
             reply: object = self._enqueue(keys=keys, args=args)

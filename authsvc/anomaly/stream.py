@@ -78,9 +78,7 @@ return 0
 class GroupStream:
     """One consumer (``consumer``) of a group (``group``) on the audit stream."""
 
-    def __init__(
-        self, client: redis.Redis[str], *, prefix: str, group: str, consumer: str
-    ) -> None:
+    def __init__(self, client: redis.Redis, *, prefix: str, group: str, consumer: str) -> None:
         """``client`` decodes responses (``decode_responses=True``), and its socket
         timeout is longer than any ``block_ms`` passed to ``read``."""
         if not group or not consumer:

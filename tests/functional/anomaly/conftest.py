@@ -93,7 +93,7 @@ def make_receiver() -> Iterator[MakeReceiver]:
 
 @pytest.fixture
 def place(redis_server_url: str, keyring: KeyRing) -> Iterator[Place]:
-    client: redis.Redis[str] = redis.Redis.from_url(redis_server_url, decode_responses=True)
+    client: redis.Redis = redis.Redis.from_url(redis_server_url, decode_responses=True)
     prefix = f"t{secrets.token_hex(6)}:"
     store = RedisStore(client, prefix=prefix, address="test")
     yield Place(client, prefix, store, keyring)

@@ -107,7 +107,7 @@ class PrivateRedis:
     port: int
     process: subprocess.Popen[bytes]
 
-    def client(self) -> redis.Redis[str]:
+    def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, decode_responses=True, socket_timeout=5)
 
 
@@ -172,7 +172,7 @@ def body_of(received: Received) -> dict[str, Any]:
 class Place:
     """A key prefix of this test's own on the shared test Redis."""
 
-    client: redis.Redis[str]
+    client: redis.Redis
     prefix: str
     store: RedisStore
     keyring: KeyRing
