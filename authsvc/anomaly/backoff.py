@@ -74,23 +74,37 @@ def backoff_key(username: str, ip: str) -> str:
 class Backoff:
     """Counts failed password logins in ``store`` under ``settings``."""
 
+    #: Keys remembered as clean at most (the memory is dropped whole when full).
+    CLEAN_ENTRIES = 10_000
+
     def __init__(self, store: Store, settings: BackoffSettings) -> None:
         self._store = store
         self.settings = settings
         self._warned_at: int | None = None
+        #: key -> until when (``now`` seconds) it is known to have no failures: for
+        #: ``settings.recheck`` seconds the store is not asked again (the success path
+        #: of a busy client then costs no round trip). A failure seen here drops it.
+        self._clean: dict[str, int] = {}
 
     def check(self, username: str, ip: str, now: int) -> int:
         """Raise ``TooManyAttempts`` while a wait is pending; else the failures counted
         (0 when disabled or when the store cannot be reached)."""
         if not self.settings.enabled:
             return 0
+        key = backoff_key(username, ip)
+        if self._clean.get(key, -1) > now:
+            return 0
         try:
-            state = self._store.backoff_state(backoff_key(username, ip), now)
+            state = self._store.backoff_state(key, now)
         except StoreUnavailable as exc:
             self._warn("checked", exc, now)
             return 0
         if state.wait_until > now:
             raise TooManyAttempts(state.wait_until - now)
+        if state.failures == 0 and self.settings.recheck > 0:
+            if len(self._clean) >= self.CLEAN_ENTRIES:
+                self._clean = {}
+            self._clean[key] = now + self.settings.recheck
         return state.failures
 
     def failed(self, username: str, ip: str, now: int) -> None:
@@ -98,9 +112,11 @@ class Backoff:
         if not self.settings.enabled:
             return
         s = self.settings
+        key = backoff_key(username, ip)
+        self._clean.pop(key, None)
         try:
             self._store.note_failure(
-                backoff_key(username, ip),
+                key,
                 now,
                 window=s.window,
                 threshold=s.threshold,

@@ -58,6 +58,10 @@ class BackoffSettings(_Model):
     window: Seconds = 15 * MINUTE
     base_delay: Seconds = 1
     max_delay: Seconds = 15 * MINUTE
+    #: Seconds a worker trusts that an (account, address) it found without failures
+    #: still has none, before asking the store again (0: ask on every login). Failures
+    #: counted by other workers take effect there at most this much later.
+    recheck: Annotated[StrictInt, Field(ge=0, le=60)] = 1
 
     @model_validator(mode="after")
     def _delays(self) -> BackoffSettings:

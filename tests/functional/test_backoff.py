@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from werkzeug.test import TestResponse
 
+from authsvc.anomaly.backoff import backoff_key
 from authsvc.errors import StoreUnavailable
 from authsvc.store import BackoffState
 from authsvc.store.memory import MemoryStore
@@ -212,19 +213,29 @@ def test_a_success_costs_one_read_and_other_credentials_none(
 
     alice = basic("alice", PASSWORDS["alice"])
     assert calls(lambda: h.client.get(QUERY, headers=alice)) == ["backoff_state"]
-    assert calls(lambda: h.client.get(QUERY, headers=alice)) == ["backoff_state"]  # cached
+    # Found clean, it is not asked again for `recheck` (1) second ...
+    assert calls(lambda: h.client.get(QUERY, headers=alice)) == []
+    h.clock.advance(1)
+    assert calls(lambda: h.client.get(QUERY, headers=alice)) == ["backoff_state"]
     assert calls(lambda: h.client.get(QUERY)) == []  # anonymous
     refresh = h.client.get(QUERY + "&offline_token=true", headers=alice).get_json()
     token = refresh["refresh_token"]
     assert calls(lambda: h.client.get(QUERY, headers=basic("<token>", token))) == []
-    grant = {"grant_type": "refresh_token", "refresh_token": token, "client_id": "c",
-             "service": SERVICE}
+    grant = {
+        "grant_type": "refresh_token",
+        "refresh_token": token,
+        "client_id": "c",
+        "service": SERVICE,
+    }
     assert calls(lambda: h.client.post("/token", data=grant)) == []
 
 
 def test_a_refresh_token_from_a_waiting_address_still_works(h: Harness) -> None:
-    r = h.client.get(QUERY + "&offline_token=true", headers=basic("alice", PASSWORDS["alice"]),
-                     environ_base={"REMOTE_ADDR": HOME})
+    r = h.client.get(
+        QUERY + "&offline_token=true",
+        headers=basic("alice", PASSWORDS["alice"]),
+        environ_base={"REMOTE_ADDR": HOME},
+    )
     refresh = r.get_json()["refresh_token"]
     fail(h, "alice", 3)
     assert login(h, "alice", PASSWORDS["alice"]).status_code == 429
@@ -252,9 +263,7 @@ def test_an_unreachable_store_fails_open_with_a_warning(
 def test_disabled_backoff_never_waits_nor_touches_the_store(
     make_harness: MakeHarness, make_settings: MakeSettings, store: RecordingStore
 ) -> None:
-    h = make_harness(
-        make_settings(anomaly={"backoff": {**BACKOFF, "enabled": False}}), store=store
-    )
+    h = make_harness(make_settings(anomaly={"backoff": {**BACKOFF, "enabled": False}}), store=store)
     fail(h, "alice", 10)
     assert login(h, "alice", PASSWORDS["alice"]).status_code == 200
     assert store.calls == []
@@ -296,8 +305,9 @@ def test_an_oidc_token_as_the_password_neither_counts_nor_waits(
     identities["oidc"] = {
         "gh": {"preset": "github-actions", "issuer": issuer.url, "audience": AUDIENCE}
     }
-    h = make_harness(make_settings(anomaly={"backoff": BACKOFF}, identities=identities),
-                     store=store)
+    h = make_harness(
+        make_settings(anomaly={"backoff": BACKOFF}, identities=identities), store=store
+    )
     for _ in range(4):  # refused tokens: a wrong audience
         bad = issuer.mint({**GITHUB_CLAIMS, "aud": "elsewhere"}, iat=int(h.clock()))
         assert login(h, "ci", bad).status_code == 401
@@ -306,3 +316,32 @@ def test_an_oidc_token_as_the_password_neither_counts_nor_waits(
     assert login(h, "ci", "anything").status_code == 429
     token = issuer.mint(GITHUB_CLAIMS, iat=int(h.clock()))
     assert login(h, "ci", token).status_code == 200  # the proof is not slowed
+
+
+def test_failures_counted_elsewhere_take_effect_within_recheck(
+    h: Harness, store: RecordingStore
+) -> None:
+    assert login(h, "alice", PASSWORDS["alice"]).status_code == 200  # found clean
+    # Another worker counts three failures from the same address meanwhile.
+    now = int(h.clock())
+    for _ in range(3):
+        store.note_failure(
+            backoff_key("alice", HOME),
+            now,
+            window=600,
+            threshold=3,
+            base_delay=2,
+            max_delay=60,
+        )
+    assert login(h, "alice", PASSWORDS["alice"]).status_code == 200  # still trusted clean
+    h.clock.advance(1)
+    answer = login(h, "alice", PASSWORDS["alice"])
+    assert answer.status_code == 429
+    assert answer.headers["Retry-After"] == "1"
+    # A failure this worker sees drops what it remembered at once.
+    h.clock.advance(5)
+    assert login(h, "bob", PASSWORDS["bob"]).status_code == 200
+    assert login(h, "bob", "wrong").status_code == 401
+    assert login(h, "bob", "wrong").status_code == 401
+    assert login(h, "bob", "wrong").status_code == 401
+    assert login(h, "bob", PASSWORDS["bob"]).status_code == 429
