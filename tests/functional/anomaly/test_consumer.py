@@ -217,3 +217,16 @@ def test_an_event_a_detector_fails_on_is_logged_counted_and_acknowledged(
     assert f"(event {broken}): a detector failed" in caplog.text
     assert place.stream().backlog() == (0, 0)
     assert alerts_of(stream_events(place.store))
+
+
+def test_consumers_with_nothing_pending_are_forgotten_once_idle(place: Place) -> None:
+    feed(place)
+    gone, busy = place.consumer("gone"), place.consumer("busy")
+    assert busy.stream.read(5)  # five entries pending with "busy"
+    gone.drain()
+    time.sleep(0.05)
+
+    assert place.stream("me").forget_consumers(idle_ms=10) == ["gone"]
+    names = {c["name"] for c in place.client.xinfo_consumers(place.stream().key, "detect")}
+    assert names == {"busy"}
+    assert place.stream("me").forget_consumers(idle_ms=3_600_000) == []
