@@ -95,8 +95,9 @@ class Consumer:
         while stop is None or not stop.is_set():
             cursor, entries = self.stream.claim(self._min_idle_ms, self._batch, cursor)
             if entries:
-                log.info("claimed %d entries idle for %d ms or more",
-                         len(entries), self._min_idle_ms)
+                log.info(
+                    "claimed %d entries idle for %d ms or more", len(entries), self._min_idle_ms
+                )
                 self.metrics.add("claimed", len(entries))
                 taken += len(entries)
                 self._handle(entries, stop)
@@ -135,8 +136,11 @@ class Consumer:
             raise
         except Exception:
             self.metrics.add("event_errors")
-            log.exception("entry %s (event %s): a detector failed; skipped",
-                          entry.id, entry.event.get("event_id"))
+            log.exception(
+                "entry %s (event %s): a detector failed; skipped",
+                entry.id,
+                entry.event.get("event_id"),
+            )
             return
         for alert in alerts:
             self.record(alert)

@@ -43,19 +43,42 @@ return false
 """
 
 
+class _Memo:
+    """What this process knows it need not send again: keys whose expiry it set (until
+    when, in event time), and ``first`` keys whose value is settled (they never change).
+    Dropped whole when large, and when a batch fails (it may not have run)."""
+
+    LIMIT = 200_000
+
+    def __init__(self) -> None:
+        self.expiring: dict[str, int] = {}
+        self.settled: dict[str, tuple[str, int]] = {}
+
+    def trim(self) -> None:
+        if len(self.expiring) > self.LIMIT:
+            self.expiring = {}
+        if len(self.settled) > self.LIMIT:
+            self.settled = {}
+
+
 class RedisState:
     def __init__(self, client: redis.Redis, *, prefix: str = "authsvc:") -> None:
         self._client = client
         self._prefix = prefix + "anomaly:"
         self._claim = client.register_script(_CLAIM)
+        self._memo = _Memo()
 
     def begin(self, now: int) -> Ops:
-        return _RedisOps(self._client, self._prefix, now, self._claim)
+        self._memo.trim()
+        return _RedisOps(self._client, self._prefix, now, self._claim, self._memo)
 
 
 class _RedisOps:
-    def __init__(self, client: redis.Redis, prefix: str, now: int, claim: Script) -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str, now: int, claim: Script, memo: _Memo
+    ) -> None:
         self.now = now
+        self._memo = memo
         self._claim_script = claim
         self._prefix = prefix
         self._pipe = client.pipeline(transaction=False)
@@ -72,13 +95,22 @@ class _RedisOps:
         ttl = (self.now // length + BUCKETS) * length - self.now + 60
         return keys, ttl
 
+    def _expire(self, full: str, ttl: int, *, refresh: int | None = None) -> int:
+        """Queue an EXPIRE unless this process set one on ``full`` already (and, with
+        ``refresh``, less than that many seconds ago); the number of replies queued."""
+        if self._memo.expiring.get(full, -1) > self.now:
+            return 0
+        self._pipe.expire(full, max(1, ttl))
+        self._memo.expiring[full] = self.now + (refresh if refresh is not None else ttl)
+        return 1
+
     def distinct(self, key: str, members: Sequence[str], window: int) -> Handle[int]:
         keys, ttl = self._window(key, window)
         self._pipe.pfadd(keys[0], *members)
-        self._pipe.expire(keys[0], ttl)
+        queued = self._expire(keys[0], ttl)
         self._pipe.pfcount(*keys)
         handle: Handle[int] = Handle()
-        self._add(3, lambda r: int(r[2]), handle)
+        self._add(2 + queued, lambda r: int(r[-1]), handle)
         return handle
 
     def distinct_count(self, key: str, window: int) -> Handle[int]:
@@ -91,26 +123,26 @@ class _RedisOps:
     def count(self, key: str, window: int, amount: int = 1) -> Handle[int]:
         keys, ttl = self._window(key, window)
         self._pipe.incrby(keys[0], amount)
-        self._pipe.expire(keys[0], ttl)
+        queued = self._expire(keys[0], ttl)
         self._pipe.mget(keys)
         handle: Handle[int] = Handle()
-        self._add(3, lambda r: sum(int(v) for v in r[2] if v is not None), handle)
+        self._add(2 + queued, lambda r: sum(int(v) for v in r[-1] if v is not None), handle)
         return handle
 
     def incr(self, key: str, amount: int, ttl: int) -> Handle[int]:
         full = self._prefix + key
         self._pipe.incrby(full, amount)
-        self._pipe.expire(full, max(1, ttl))
+        queued = self._expire(full, ttl)
         handle: Handle[int] = Handle()
-        self._add(2, lambda r: int(r[0]), handle)
+        self._add(1 + queued, lambda r: int(r[0]), handle)
         return handle
 
     def remember(self, key: str, member: str, ttl: int) -> Handle[bool]:
         full = self._prefix + key
         self._pipe.sadd(full, member)
-        self._pipe.expire(full, max(1, ttl))
+        queued = self._expire(full, ttl, refresh=min(ttl, 86400))  # kept alive daily
         handle: Handle[bool] = Handle()
-        self._add(2, lambda r: bool(r[0]), handle)
+        self._add(1 + queued, lambda r: bool(r[0]), handle)
         return handle
 
     def cardinality(self, key: str) -> Handle[int]:
@@ -120,9 +152,22 @@ class _RedisOps:
         return handle
 
     def first(self, key: str, value: str, ttl: int) -> Handle[str | None]:
-        self._pipe.set(self._prefix + key, value, nx=True, get=True, ex=max(1, ttl))
+        full = self._prefix + key
         handle: Handle[str | None] = Handle()
-        self._add(1, lambda r: _text(r[0]), handle)
+        settled = self._memo.settled.get(full)
+        if settled is not None and settled[1] > self.now:
+            handle.set(settled[0])  # set before (by this process or another): its value
+            return handle
+        self._pipe.set(full, value, nx=True, get=True, ex=max(1, ttl))
+        # Known to live at least until then (it was set at the earliest now).
+        until = self.now + max(1, ttl) // 2
+
+        def convert(r: list[Any]) -> str | None:
+            held = _text(r[0])
+            self._memo.settled[full] = (value if held is None else held, until)
+            return held
+
+        self._add(1, convert, handle)
         return handle
 
     def claim(self, key: str, value: str, ttl: int) -> Handle[str | None]:
@@ -168,6 +213,8 @@ class _RedisOps:
         try:
             replies = self._pipe.execute()
         except redis.RedisError as exc:
+            self._memo.expiring.clear()
+            self._memo.settled.clear()
             raise StoreUnavailable(f"anomaly state in Redis: {exc}") from exc
         finally:
             self._pipe.reset()

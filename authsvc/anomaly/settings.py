@@ -85,6 +85,9 @@ class PasswordSpray(DetectorSettings):
     #: A slow spray: few tries an hour, many accounts a day.
     slow_window: Seconds = DAY
     slow_threshold: Count = 25
+    #: A source is sprayed only when its failing accounts outnumber this many times the
+    #: accounts that logged in from it successfully over ``slow_window`` (office NATs).
+    shared_source_ratio: Ratio = 0.5
 
 
 class SuccessAfterSpray(DetectorSettings):

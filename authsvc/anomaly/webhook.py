@@ -250,5 +250,6 @@ class Webhook:
             else:
                 self._outbox.retry(delivery, int(self.delay(delivery.attempt) * 1000))
         except StoreUnavailable as exc:  # taken again after the lease
-            log.warning("webhook: alert %s: attempt failed (%s), not noted: %s",
-                        delivery.id, error, exc)
+            log.warning(
+                "webhook: alert %s: attempt failed (%s), not noted: %s", delivery.id, error, exc
+            )

@@ -28,7 +28,11 @@ SPRAYED = "sprayed:"
 
 class SprayDetector:
     """Distinct accounts failing from one address, and from one network (/24, /48, ASN
-    or named set), in a window; and, slowly, over a day."""
+    or named set), in a window; and, slowly, over a day.
+
+    A source many people log in from (an office NAT) sees typos from many accounts: it
+    is a spray only when the failing accounts also outnumber ``shared_source_ratio``
+    times the accounts that logged in from it successfully over the slow window."""
 
     name = "password_spray"
 
@@ -38,10 +42,19 @@ class SprayDetector:
         self._flag_for = flag_for
 
     def observe(self, view: EventView, ops: Ops, found: Found) -> Iterator[None]:
+        s = self.settings
+        if view.succeeded and view.credential == "password" and view.ip:
+            assert view.principal is not None
+            ops.distinct(f"spray:ok:ip:{view.ip}", [view.principal], s.slow_window)
+            if view.network:
+                ops.distinct(f"spray:ok:{view.network}", [view.principal], s.slow_window)
+            return
         if not view.bad_password or not view.ip:
             return
-        s = self.settings
         assert view.username is not None
+        succeeded = {f"ip:{view.ip}": ops.distinct_count(f"spray:ok:ip:{view.ip}", s.slow_window)}
+        if view.network:
+            succeeded[view.network] = ops.distinct_count(f"spray:ok:{view.network}", s.slow_window)
         checks: list[tuple[str, int, int, Handle[int]]] = [
             (
                 f"ip:{view.ip}",
@@ -77,7 +90,8 @@ class SprayDetector:
         flagged = False
         keys = [(entity, "slow" if window != s.window else "") for entity, _, window, _ in checks]
         for (entity, threshold, window, accounts), (_, key) in zip(checks, keys, strict=True):
-            if accounts.value >= threshold:
+            shared = succeeded[entity].value * s.shared_source_ratio
+            if accounts.value >= threshold and accounts.value > shared:
                 flagged = True
                 found(
                     Finding(
@@ -88,6 +102,7 @@ class SprayDetector:
                             "distinct_accounts": accounts.value,
                             "threshold": threshold,
                             "window_seconds": window,
+                            "accounts_succeeding": succeeded[entity].value,
                         },
                         covers=[k for k in keys if k != (entity, key)],
                     )
@@ -128,7 +143,8 @@ class SuccessAfterSprayDetector:
                     Finding(
                         entity=entity,
                         window=self.settings.window,
-                        key=view.principal or "",
+                        # One page per sprayed source and window, not one per account
+                        # (an office whose network was sprayed logs in all morning).
                         evidence={"account": view.principal, "sprayed_source": entity},
                     )
                 )

@@ -158,3 +158,23 @@ def test_stuffing_needs_enough_failures(run: Run) -> None:
     enough = _minute(T0 + 15 * 60, 25, 20)
     alerts = of(run(normal + enough + closer, STUFFING), "credential_stuffing")
     assert [a["evidence"]["failures"] for a in alerts] == [20]
+
+
+def test_an_office_nat_is_sprayed_only_when_failures_outnumber_its_logins(run: Run) -> None:
+    nat = "198.51.100.1"
+    office = [success(f"staff{i}", nat, T0 + i) for i in range(40)]
+    typos = [failure(f"staff{i}", nat, T0 + 100 + i) for i in range(20)]
+    # 20 accounts failed: over the threshold (5) but not over half of the 40 that log in.
+    assert of(run(office + typos, ONLY_SPRAY), "password_spray") == []
+    spray = [failure(f"victim{i}", nat, T0 + 200 + i) for i in range(5)]
+    alerts = of(run(office + typos + spray, ONLY_SPRAY), "password_spray")
+    assert [
+        (a["evidence"]["distinct_accounts"], a["evidence"]["accounts_succeeding"]) for a in alerts
+    ] == [(21, 40)]
+
+
+def test_success_after_spray_pages_once_per_source(run: Run) -> None:
+    spray = [failure(f"u{i}", "203.0.113.9", T0 + i) for i in range(5)]
+    logins = [success(f"u{i}", "203.0.113.9", T0 + 600 + i) for i in range(3)]
+    alerts = of(run([*spray, *logins], ONLY_SPRAY), "success_after_spray")
+    assert [a["evidence"]["account"] for a in alerts] == ["static:u0"]
