@@ -56,7 +56,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from authsvc.audit import AuditLog
-from authsvc.audit.schema import GENESIS, SCHEMA, canonical_json, event_hash, uuid7
+from authsvc.audit.schema import GENESIS, SCHEMA, canonical_json, seal, uuid7
 from authsvc.tokens.keyring import SigningKey
 
 __all__ = ["CHECKPOINT_REASON", "CHECKPOINT_TYPE", "ChainedAuditLog", "checkpoint_payload"]
@@ -189,10 +189,7 @@ class ChainedAuditLog:
         chained.setdefault("schema", SCHEMA)
         chained["writer"] = self._writer
         chained["seq"] = self._seq + 1
-        chained["chain"] = {"prev": self._prev}
-        digest = event_hash(chained)
-        chained["chain"] = {"prev": self._prev, "hash": digest}
-        self._send(chained)
+        self._send(seal(chained, self._prev))
 
     def _send_pending(self) -> None:
         """Send the refused event again; raise (keeping it) if the sink still fails."""

@@ -149,3 +149,31 @@ def writer_id() -> str:
 
 
 _writer: tuple[int, str] | None = None
+
+
+class EncodedEvent(dict[str, Any]):
+    """A chained event with its JSON Lines encoding (``line``: canonical JSON and a
+    newline), made while hashing it, so that a sink does not encode it again."""
+
+    line: bytes | None = None
+
+
+def seal(event: dict[str, Any], prev: str) -> EncodedEvent:
+    """``event`` chained after ``prev``: ``chain`` = {prev, hash}, with its line.
+
+    The line is the canonical JSON that was hashed with the hash spliced into the one
+    top-level ``"chain":{"prev":…}`` member (sorted keys put ``hash`` first); when that
+    member's text occurs more than once (a nested look-alike), the sink encodes it."""
+    event["chain"] = {"prev": prev}
+    body = canonical_json(event)
+    digest = hashlib.sha256(body).hexdigest()
+    event["chain"] = {"prev": prev, "hash": digest}
+    sealed = EncodedEvent(event)
+    member = b'"chain":{"prev":' + json.dumps(prev).encode("utf-8") + b"}"
+    if body.count(member) == 1:
+        sealed.line = body.replace(
+            member,
+            b'"chain":{"hash":"' + digest.encode("ascii") + b'","prev":'
+            + json.dumps(prev).encode("utf-8") + b"}",
+        ) + b"\n"
+    return sealed

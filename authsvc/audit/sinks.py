@@ -70,6 +70,9 @@ class BatchAuditLog(Protocol):
 
 def _encode_line(event: Mapping[str, Any]) -> bytes:
     """One compact JSON line; ValueError if the event is not a JSON object value."""
+    line = getattr(event, "line", None)
+    if isinstance(line, bytes):
+        return line  # encoded by the chain while hashing it
     try:
         return (_ENCODER.encode(dict(event)) + "\n").encode("utf-8")
     except (TypeError, ValueError) as exc:

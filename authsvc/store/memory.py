@@ -347,6 +347,10 @@ def encode_audit_events(events: Sequence[Mapping[str, Any]]) -> list[tuple[str, 
         event_id = event.get("event_id") if isinstance(event, Mapping) else None
         if not isinstance(event_id, str) or not event_id:
             raise ValueError(f"audit event {position} has no string event_id")
+        line = getattr(event, "line", None)  # the chain's encoding (EncodedEvent)
+        if isinstance(line, bytes):
+            batch.append((event_id, line.decode("utf-8").rstrip("\n")))
+            continue
         try:
             text = json.dumps(
                 dict(event), separators=(",", ":"), ensure_ascii=False, allow_nan=False

@@ -361,3 +361,18 @@ def test_concurrent_records_make_one_contiguous_chain(ring: KeyRing) -> None:
         assert event["chain"]["hash"] == event_hash(event)
         prev = event["chain"]["hash"]
     assert len(checkpoints(events)) == 16
+
+
+def test_the_line_a_sealed_event_carries_is_the_event_with_its_hash() -> None:
+    import json as _json
+
+    from authsvc.audit.schema import event_hash, seal
+
+    event = {"event_id": "e", "time": 1, "type": "token.issue", "actor": {"name": "ä"}}
+    sealed = seal(dict(event), "0" * 64)
+    assert sealed.line is not None and sealed.line.endswith(b"\n")
+    assert _json.loads(sealed.line) == dict(sealed)
+    assert sealed["chain"]["hash"] == event_hash(sealed)
+    # A nested look-alike of the chain member: the line is left to the sink.
+    tricky = {**event, "actor": {"chain": {"prev": "0" * 64}}}
+    assert seal(dict(tricky), "0" * 64).line is None
