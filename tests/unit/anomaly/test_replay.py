@@ -96,3 +96,20 @@ def test_a_missing_input_and_a_bad_config_are_refused(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "anomaly.detectors.password_spray.treshold: unknown setting" in result.output
+
+
+def test_a_geo_database_that_cannot_be_used_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "authsvc.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"services": ["registry"], "anomaly": {"geo": {"asn_db": "missing.mmdb"}}}
+        )
+    )
+    source = write(tmp_path / "events.jsonl", campaign())
+    result = CliRunner().invoke(
+        main, ["detect", "replay", "--input", str(source), "--config", str(config)]
+    )
+    assert result.exit_code == 2
+    # Without the reader installed it says how to get it; with it, that the file is missing.
+    assert "anomaly.geo" in result.output
+    assert "maxminddb" in result.output or "missing.mmdb" in result.output
