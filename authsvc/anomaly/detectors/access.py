@@ -116,9 +116,16 @@ class MassPullDetector:
         peak = float(base.get("peak", 0.0))
         peak_at = int(base.get("peak_at", view.now))
         fired_hour = int(base.get("fired", -1))
-        update: dict[str, str] = {}
+        first_hour = int(base.get("first", hour))
+        learning = since.value is None or view.now - int(since.value) < s.learning
+        update: dict[str, str] = {} if base else {"first": str(hour)}
         if last_hour < hour:  # the previous hour is over: it teaches the baseline
-            if fired_hour != last_hour:
+            # Not an hour that alerted, nor the first hour on a network once the
+            # principal is known: that may be the start of a theft in progress.
+            learning_then = since.value is None or (
+                (last_hour + 1) * s.window - int(since.value) <= s.learning
+            )
+            if fired_hour != last_hour and (last_hour > first_hour or learning_then):
                 a = s.alpha
                 ewma = (1 - a) * ewma + a * last_count if "ewma" in base else float(last_count)
                 ewma *= (1 - a) ** min(1000, hour - last_hour - 1)  # the quiet hours between
@@ -132,13 +139,12 @@ class MassPullDetector:
                 "peak_at": str(peak_at),
             }
         elif count > last_count or not base:
-            update = {"hour": str(hour), "count": str(count)}
+            update.update(hour=str(hour), count=str(count))
         limit = max(
             float(s.floor),
             s.multiplier * ewma,
             s.peak_factor * _decayed(peak, peak_at, view.now, s.peak_half_life),
         )
-        learning = since.value is None or view.now - int(since.value) < s.learning
         if count >= limit and not learning:
             update["fired"] = str(hour)
             found(

@@ -195,3 +195,15 @@ def test_a_ci_job_pushes_with_its_repository_whatever_the_ref(run: Run) -> None:
     assert [(a["evidence"]["repository"], a["evidence"]["groups"]) for a in alerts] == [
         ("ci/acme/other", ["github:repository:acme/app"])
     ]
+
+
+def test_a_theft_across_an_hour_boundary_does_not_teach_its_own_baseline(run: Run) -> None:
+    known = pulls("alice", T0, 1)
+    # From a new network, 15 repositories in the last minutes of an hour (under the
+    # floor of 20), then 40 more in the next: its first hour must not become its normal.
+    start = T0 + 2 * DAY + 3000
+    theft = pulls("alice", start, 15, "a", ip="198.51.100.66") + pulls(
+        "alice", start + 700, 40, "b", ip="198.51.100.66"
+    )
+    alerts = of(run(known + theft, MASS), "mass_pull")
+    assert [a["evidence"]["distinct_repositories"] for a in alerts] == [20]
