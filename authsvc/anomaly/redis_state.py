@@ -1,15 +1,21 @@
-"""Detector state in Redis: each event's operations in one pipeline (one round trip).
+"""Detector state in Redis: each batch of an event's operations is one script call.
+
+The operations the detectors queue are sent as a small program (``_PROGRAM``: an op
+letter, then its arguments) to one Lua script, which runs them in order and answers one
+reply each: one round trip and one command per batch, whatever the number of detectors
+(redis-py's cost per pipelined command, not Redis's, was most of the consumer's time).
 
 Key layout (under ``{prefix}anomaly:``): window buckets ``KEY:<bucket>`` (HyperLogLogs
 for distinct counts, integers for counts), sets, strings and hashes, each with an
-expiry. Commands used: PFADD/PFCOUNT, INCRBY/MGET, SADD/SCARD, SET NX GET / SET GET
-(Redis 7.0+), GET, HGETALL/HSET and EXPIRE.
+expiry. Commands run by the script: PFADD/PFCOUNT, INCRBY/MGET, SADD/SCARD, SET NX GET /
+SET GET (Redis 7.0+), GET, HGETALL/HSET and EXPIRE. The script names its keys in ARGV,
+so the anomaly state needs one Redis, not a Redis Cluster.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import redis
 from redis.commands.core import Script
@@ -28,18 +34,91 @@ def _text(value: object) -> str | None:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-#: KEYS[1] claim. ARGV: value, now, until (event time), ttl (Redis's own expiry, a
-#: backstop). The stored value is ``until|value``; an ended claim is taken over.
-_CLAIM = """
-local held = redis.call('GET', KEYS[1])
-if held then
-  local bar = string.find(held, '|', 1, true)
-  if bar and tonumber(string.sub(held, 1, bar - 1)) > tonumber(ARGV[2]) then
-    return string.sub(held, bar + 1)
+#: Runs a program of operations; one reply each (false for "none").
+_PROGRAM = """
+local out = {}
+local i = 1
+local n = #ARGV
+local function keys_at(at)
+  local count = tonumber(ARGV[at])
+  local keys = {}
+  for k = 1, count do keys[k] = ARGV[at + k] end
+  return keys, at + count + 1
+end
+while i <= n do
+  local op = ARGV[i]
+  if op == 'D' then
+    local keys, at = keys_at(i + 1)
+    local ttl = tonumber(ARGV[at])
+    local members, next_at = keys_at(at + 1)
+    redis.call('PFADD', keys[1], unpack(members))
+    if ttl > 0 then redis.call('EXPIRE', keys[1], ttl) end
+    out[#out + 1] = redis.call('PFCOUNT', unpack(keys))
+    i = next_at
+  elseif op == 'R' then
+    local keys, at = keys_at(i + 1)
+    out[#out + 1] = redis.call('PFCOUNT', unpack(keys))
+    i = at
+  elseif op == 'W' then
+    local keys, at = keys_at(i + 1)
+    local ttl = tonumber(ARGV[at])
+    redis.call('INCRBY', keys[1], ARGV[at + 1])
+    if ttl > 0 then redis.call('EXPIRE', keys[1], ttl) end
+    local total = 0
+    for _, v in ipairs(redis.call('MGET', unpack(keys))) do
+      if v then total = total + tonumber(v) end
+    end
+    out[#out + 1] = total
+    i = at + 2
+  elseif op == 'I' then
+    out[#out + 1] = redis.call('INCRBY', ARGV[i + 1], ARGV[i + 2])
+    if tonumber(ARGV[i + 3]) > 0 then redis.call('EXPIRE', ARGV[i + 1], ARGV[i + 3]) end
+    i = i + 4
+  elseif op == 'S' then
+    out[#out + 1] = redis.call('SADD', ARGV[i + 1], ARGV[i + 2])
+    if tonumber(ARGV[i + 3]) > 0 then redis.call('EXPIRE', ARGV[i + 1], ARGV[i + 3]) end
+    i = i + 4
+  elseif op == 'Z' then
+    out[#out + 1] = redis.call('SCARD', ARGV[i + 1])
+    i = i + 2
+  elseif op == 'F' then
+    out[#out + 1] = redis.call('SET', ARGV[i + 1], ARGV[i + 2], 'NX', 'GET', 'EX', ARGV[i + 3])
+    i = i + 4
+  elseif op == 'X' then
+    out[#out + 1] = redis.call('SET', ARGV[i + 1], ARGV[i + 2], 'GET', 'EX', ARGV[i + 3])
+    i = i + 4
+  elseif op == 'G' then
+    out[#out + 1] = redis.call('GET', ARGV[i + 1])
+    i = i + 2
+  elseif op == 'H' then
+    out[#out + 1] = redis.call('HGETALL', ARGV[i + 1])
+    i = i + 2
+  elseif op == 'P' then
+    local fields, at = keys_at(i + 3)
+    redis.call('HSET', ARGV[i + 1], unpack(fields))
+    redis.call('EXPIRE', ARGV[i + 1], ARGV[i + 2])
+    out[#out + 1] = false
+    i = at
+  elseif op == 'L' then
+    -- a claim in event time: the value is until|holder; an ended claim is taken over
+    local key, value, now = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    local untl, ttl = ARGV[i + 4], ARGV[i + 5]
+    local held = redis.call('GET', key)
+    local reply = false
+    if held then
+      local bar = string.find(held, '|', 1, true)
+      if bar and tonumber(string.sub(held, 1, bar - 1)) > tonumber(now) then
+        reply = string.sub(held, bar + 1)
+      end
+    end
+    if not reply then redis.call('SET', key, untl .. '|' .. value, 'EX', ttl) end
+    out[#out + 1] = reply
+    i = i + 6
+  else
+    return redis.error_reply('anomaly state: unknown operation ' .. tostring(op))
   end
 end
-redis.call('SET', KEYS[1], ARGV[3] .. '|' .. ARGV[1], 'EX', ARGV[4])
-return false
+return out
 """
 
 
@@ -65,90 +144,82 @@ class RedisState:
     def __init__(self, client: redis.Redis, *, prefix: str = "authsvc:") -> None:
         self._client = client
         self._prefix = prefix + "anomaly:"
-        self._claim = client.register_script(_CLAIM)
+        self._program = client.register_script(_PROGRAM)
         self._memo = _Memo()
 
     def begin(self, now: int) -> Ops:
         self._memo.trim()
-        return _RedisOps(self._client, self._prefix, now, self._claim, self._memo)
+        return _RedisOps(self._prefix, now, self._program, self._memo)
+
+
+Convert = Callable[[Any], Any]
 
 
 class _RedisOps:
-    def __init__(
-        self, client: redis.Redis, prefix: str, now: int, claim: Script, memo: _Memo
-    ) -> None:
+    def __init__(self, prefix: str, now: int, program: Script, memo: _Memo) -> None:
         self.now = now
-        self._memo = memo
-        self._claim_script = claim
         self._prefix = prefix
-        self._pipe = client.pipeline(transaction=False)
-        #: (number of replies, how to turn them into the handle's value, the handle)
-        self._reads: list[tuple[int, Callable[[list[Any]], Any], Handle[Any] | None]] = []
+        self._program_script = program
+        self._memo = memo
+        self._args: list[str | int] = []
+        #: how to turn each reply into its handle's value
+        self._reads: list[tuple[Convert, Handle[Any] | None]] = []
 
-    def _add(
-        self, replies: int, convert: Callable[[list[Any]], T], handle: Handle[T] | None
-    ) -> None:
-        self._reads.append((replies, convert, handle))
+    def _op(self, args: Sequence[str | int], convert: Convert, handle: Handle[T] | None) -> None:
+        self._args.extend(args)
+        self._reads.append((convert, handle))
 
     def _window(self, key: str, window: int) -> tuple[list[str], int]:
         keys, length = bucket_keys(self._prefix + key, self.now, window)
         ttl = (self.now // length + BUCKETS) * length - self.now + 60
         return keys, ttl
 
-    def _expire(self, full: str, ttl: int, *, refresh: int | None = None) -> int:
-        """Queue an EXPIRE unless this process set one on ``full`` already (and, with
-        ``refresh``, less than that many seconds ago); the number of replies queued."""
+    def _ttl(self, full: str, ttl: int, *, refresh: int | None = None) -> int:
+        """The expiry to set on ``full``: 0 when this process set one already (and, with
+        ``refresh``, less than that many seconds ago)."""
         if self._memo.expiring.get(full, -1) > self.now:
             return 0
-        self._pipe.expire(full, max(1, ttl))
         self._memo.expiring[full] = self.now + (refresh if refresh is not None else ttl)
-        return 1
+        return max(1, ttl)
 
     def distinct(self, key: str, members: Sequence[str], window: int) -> Handle[int]:
         keys, ttl = self._window(key, window)
-        self._pipe.pfadd(keys[0], *members)
-        queued = self._expire(keys[0], ttl)
-        self._pipe.pfcount(*keys)
         handle: Handle[int] = Handle()
-        self._add(2 + queued, lambda r: int(r[-1]), handle)
+        self._op(
+            ["D", len(keys), *keys, self._ttl(keys[0], ttl), len(members), *members],
+            int,
+            handle,
+        )
         return handle
 
     def distinct_count(self, key: str, window: int) -> Handle[int]:
         keys, _ = self._window(key, window)
-        self._pipe.pfcount(*keys)
         handle: Handle[int] = Handle()
-        self._add(1, lambda r: int(r[0]), handle)
+        self._op(["R", len(keys), *keys], int, handle)
         return handle
 
     def count(self, key: str, window: int, amount: int = 1) -> Handle[int]:
         keys, ttl = self._window(key, window)
-        self._pipe.incrby(keys[0], amount)
-        queued = self._expire(keys[0], ttl)
-        self._pipe.mget(keys)
         handle: Handle[int] = Handle()
-        self._add(2 + queued, lambda r: sum(int(v) for v in r[-1] if v is not None), handle)
+        self._op(["W", len(keys), *keys, self._ttl(keys[0], ttl), amount], int, handle)
         return handle
 
     def incr(self, key: str, amount: int, ttl: int) -> Handle[int]:
         full = self._prefix + key
-        self._pipe.incrby(full, amount)
-        queued = self._expire(full, ttl)
         handle: Handle[int] = Handle()
-        self._add(1 + queued, lambda r: int(r[0]), handle)
+        self._op(["I", full, amount, self._ttl(full, ttl)], int, handle)
         return handle
 
     def remember(self, key: str, member: str, ttl: int) -> Handle[bool]:
         full = self._prefix + key
-        self._pipe.sadd(full, member)
-        queued = self._expire(full, ttl, refresh=min(ttl, 86400))  # kept alive daily
         handle: Handle[bool] = Handle()
-        self._add(1 + queued, lambda r: bool(r[0]), handle)
+        refresh = min(ttl, 86400)  # kept alive daily
+        self._op(["S", full, member, self._ttl(full, ttl, refresh=refresh)], bool, handle)
         return handle
 
     def cardinality(self, key: str) -> Handle[int]:
-        self._pipe.scard(self._prefix + key)
         handle: Handle[int] = Handle()
-        self._add(1, lambda r: int(r[0]), handle)
+        self._op(["Z", self._prefix + key], int, handle)
         return handle
 
     def first(self, key: str, value: str, ttl: int) -> Handle[str | None]:
@@ -158,70 +229,63 @@ class _RedisOps:
         if settled is not None and settled[1] > self.now:
             handle.set(settled[0])  # set before (by this process or another): its value
             return handle
-        self._pipe.set(full, value, nx=True, get=True, ex=max(1, ttl))
         # Known to live at least until then (it was set at the earliest now).
         until = self.now + max(1, ttl) // 2
 
-        def convert(r: list[Any]) -> str | None:
-            held = _text(r[0])
+        def convert(reply: Any) -> str | None:
+            held = _text(reply)
             self._memo.settled[full] = (value if held is None else held, until)
             return held
 
-        self._add(1, convert, handle)
+        self._op(["F", full, value, max(1, ttl)], convert, handle)
         return handle
 
     def claim(self, key: str, value: str, ttl: int) -> Handle[str | None]:
-        until = self.now + ttl
-        self._claim_script(
-            keys=[self._prefix + key],
-            args=[value, self.now, until, max(1, ttl) + 86400],
-            client=self._pipe,
-        )
         handle: Handle[str | None] = Handle()
-        self._add(1, lambda r: _text(r[0]) if r[0] else None, handle)
+        backstop = max(1, ttl) + 86400  # Redis's own expiry, after the event-time end
+        self._op(
+            ["L", self._prefix + key, value, self.now, self.now + ttl, backstop], _text, handle
+        )
         return handle
 
     def swap(self, key: str, value: str, ttl: int) -> Handle[str | None]:
-        self._pipe.set(self._prefix + key, value, get=True, ex=max(1, ttl))
         handle: Handle[str | None] = Handle()
-        self._add(1, lambda r: _text(r[0]), handle)
+        self._op(["X", self._prefix + key, value, max(1, ttl)], _text, handle)
         return handle
 
     def get(self, key: str) -> Handle[str | None]:
-        self._pipe.get(self._prefix + key)
         handle: Handle[str | None] = Handle()
-        self._add(1, lambda r: _text(r[0]), handle)
+        self._op(["G", self._prefix + key], _text, handle)
         return handle
 
     def hgetall(self, key: str) -> Handle[dict[str, str]]:
-        self._pipe.hgetall(self._prefix + key)
         handle: Handle[dict[str, str]] = Handle()
-        self._add(
-            1, lambda r: {str(_text(k)): str(_text(v)) for k, v in dict(r[0]).items()}, handle
-        )
+
+        def convert(reply: Any) -> dict[str, str]:
+            flat = [str(_text(v)) for v in (reply or [])]
+            return dict(zip(flat[::2], flat[1::2], strict=True))
+
+        self._op(["H", self._prefix + key], convert, handle)
         return handle
 
     def hset(self, key: str, fields: Mapping[str, str], ttl: int) -> None:
-        full = self._prefix + key
-        self._pipe.hset(full, mapping=cast(Any, dict(fields)))
-        self._pipe.expire(full, max(1, ttl))
-        self._add(2, lambda r: None, None)
+        flat = [part for item in fields.items() for part in item]
+        self._op(["P", self._prefix + key, max(1, ttl), len(flat), *flat], lambda r: None, None)
 
     def execute(self) -> None:
         if not self._reads:
             return
+        args, self._args = self._args, []
+        reads, self._reads = self._reads, []
         try:
-            replies = self._pipe.execute()
+            replies = self._program_script(keys=[], args=args)
         except redis.RedisError as exc:
             self._memo.expiring.clear()
             self._memo.settled.clear()
             raise StoreUnavailable(f"anomaly state in Redis: {exc}") from exc
-        finally:
-            self._pipe.reset()
-        at = 0
-        reads, self._reads = self._reads, []
-        for count, convert, handle in reads:
-            value = convert(replies[at : at + count])
-            at += count
+        if not isinstance(replies, list) or len(replies) != len(reads):
+            raise StoreUnavailable(f"anomaly state in Redis: unexpected reply {replies!r:.200}")
+        for (convert, handle), reply in zip(reads, replies, strict=True):
+            value = convert(reply)
             if handle is not None:
                 handle.set(value)
