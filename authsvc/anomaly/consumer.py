@@ -124,6 +124,7 @@ class Consumer:
             if entry.event is not None:
                 self._process(entry)
             processed.append(entry.id)
+        self.engine.flush()  # the state holds every processed event before the ack
         self.stream.ack(processed)
         self.metrics.add("events", len(processed))
         return bool(entries)

@@ -82,6 +82,10 @@ class Engine:
         self.alerts: dict[tuple[str, str], int] = {}
         self.events = 0
 
+    def flush(self) -> None:
+        """Send the state's held-back writes (before the processed events are acked)."""
+        self._state.flush()
+
     def process(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
         view = view_of(event, self._networks)
         if view is None:

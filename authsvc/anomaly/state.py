@@ -93,8 +93,10 @@ class Ops(Protocol):
     def hgetall(self, key: str) -> Handle[dict[str, str]]:
         """The fields of a hash ({} if missing)."""
 
-    def hset(self, key: str, fields: Mapping[str, str], ttl: int) -> None:
-        """Set fields of a hash kept ``ttl`` more seconds."""
+    def hset(self, key: str, fields: Mapping[str, str], ttl: int, *, prompt: bool = False) -> None:
+        """Set fields of a hash kept ``ttl`` more seconds. A write no answer waits for
+        may be held back until the next batch (Redis); ``prompt`` sends it with this
+        one, for state other consumers must see at once (a flag another detector reads)."""
 
     def execute(self) -> None:
         """Run the queued operations, in order, as one batch."""
@@ -103,6 +105,9 @@ class Ops(Protocol):
 class State(Protocol):
     def begin(self, now: int) -> Ops:
         """A batch for an event at ``now`` (seconds)."""
+
+    def flush(self) -> None:
+        """Make every write so far durable in the state (before acknowledging events)."""
 
 
 class MemoryState:
@@ -114,6 +119,9 @@ class MemoryState:
         #: key -> (expires_at, value): a set, an int, a str or a dict.
         self.data: dict[str, tuple[int, Any]] = {}
         self._batches = 0
+
+    def flush(self) -> None:
+        return None  # every operation has run already
 
     def begin(self, now: int) -> Ops:
         self._batches += 1
@@ -230,7 +238,7 @@ class _MemoryOps:
     def hgetall(self, key: str) -> Handle[dict[str, str]]:
         return self._queue_op(Handle(), lambda: dict(self._state.live(key, self.now) or {}))
 
-    def hset(self, key: str, fields: Mapping[str, str], ttl: int) -> None:
+    def hset(self, key: str, fields: Mapping[str, str], ttl: int, *, prompt: bool = False) -> None:
         def run() -> None:
             current = dict(self._state.live(key, self.now) or {})
             current.update(fields)

@@ -110,13 +110,17 @@ class SprayDetector:
                 break  # the finest grain that fires stands for the coarser ones
         if flagged:
             ops.hset(
-                SPRAYED + f"ip:{view.ip}", {"until": str(view.now + self._flag_for)}, self._flag_for
+                SPRAYED + f"ip:{view.ip}",
+                {"until": str(view.now + self._flag_for)},
+                self._flag_for,
+                prompt=True,  # success_after_spray reads it, maybe in another consumer
             )
             if view.network:
                 ops.hset(
                     SPRAYED + view.network,
                     {"until": str(view.now + self._flag_for)},
                     self._flag_for,
+                    prompt=True,
                 )
 
 
