@@ -376,3 +376,26 @@ def test_the_line_a_sealed_event_carries_is_the_event_with_its_hash() -> None:
     # A nested look-alike of the chain member: the line is left to the sink.
     tricky = {**event, "actor": {"chain": {"prev": "0" * 64}}}
     assert seal(dict(tricky), "0" * 64).line is None
+
+
+def test_a_draft_sealed_under_the_lock_is_what_sealing_the_event_makes() -> None:
+    from authsvc.audit import schema
+
+    event = {
+        "event_id": "e",
+        "time": 1,
+        "type": "token.issue",
+        "writer": "w",
+        "actor": {"name": "ä", "claims": {"ref": "refs/heads/main"}},
+    }
+    drafted = schema.seal_draft(schema.Draft(dict(event)), 7, "a" * 64)
+    direct = schema.seal({**event, "seq": 7}, "a" * 64)
+    assert dict(drafted) == dict(direct)
+    assert drafted.line == direct.line
+    # An event that holds a placeholder's text is encoded the slow way, the same.
+    tricky = {**event, "note": schema._SEQ_PLACEHOLDER}
+    draft = schema.Draft(dict(tricky))
+    assert draft.template is None
+    assert dict(schema.seal_draft(draft, 7, "a" * 64)) == dict(
+        schema.seal({**tricky, "seq": 7}, "a" * 64)
+    )
