@@ -368,9 +368,9 @@ def test_a_killed_worker_loses_no_event_of_a_token_it_gave(
     # Recorded before the answer left: a killed worker may leave events of answers lost.
     assert len(granted) <= len(issued) <= len(granted) + len(broken)
     # A writer is host:pid:nonce (the nonce keeps a reused pid from continuing a chain).
-    killed = [w for w in writers(events) if w.startswith(f"{os.uname().nodename}:{victim}:")]
-    assert len(killed) == 1
-    killed_writer = killed[0]
+    by_victim = [w for w in writers(events) if w.startswith(f"{os.uname().nodename}:{victim}:")]
+    assert len(by_victim) == 1
+    killed_writer = by_victim[0]
     verified(events, keys_dir)
     summary = cli_verify(svc.config)
     print(
