@@ -8,13 +8,11 @@ without a duplicate.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import multiprocessing
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -26,8 +24,6 @@ from typing import Any
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from authsvc.audit.schema import uuid7
 from authsvc.audit.sinks import (
@@ -40,7 +36,7 @@ from authsvc.errors import StoreUnavailable
 from authsvc.store import Store
 from authsvc.store.memory import MemoryStore
 from authsvc.store.redis import RedisStore
-from tests.redis_server import _free_port, _stop
+from tests.redis_server import DurableRedis
 
 
 def _event(writer: str, seq: int, **extra: Any) -> dict[str, Any]:
@@ -589,96 +585,14 @@ def test_writers_sharing_a_spool_keep_their_own_order(tmp_path: Path) -> None:
 # -- fault injection: a redis-server of our own, killed and started again -----------
 
 
-class _OwnRedis:
-    """A redis-server on a fixed port with an append-only file that we stop at will."""
-
-    def __init__(self, workdir: Path) -> None:
-        executable = shutil.which("redis-server")
-        if executable is None:
-            pytest.fail("redis-server is not on PATH")
-        self.executable = executable
-        self.workdir = workdir
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with (self.workdir / "redis.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    self.executable,
-                    "--port", str(self.port),
-                    "--bind", "127.0.0.1",
-                    "--save", "",
-                    "--appendonly", "yes",
-                    "--appendfsync", "always",
-                    "--dir", str(self.workdir),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        if not self._answers():
-            log_text = (self.workdir / "redis.log").read_text(errors="replace")
-            pytest.fail(f"redis-server did not start on {self.port}; its log:\n{log_text}")
-
-    def _answers(self) -> bool:
-        """PING until it answers (redis-py's own retries would back off for seconds)."""
-        assert self.process is not None
-        client = redis.Redis(
-            port=self.port,
-            socket_timeout=0.5,
-            socket_connect_timeout=0.5,
-            retry=Retry(NoBackoff(), 0),
-        )
-        deadline = time.monotonic() + 10
-        try:
-            while time.monotonic() < deadline and self.process.poll() is None:
-                try:
-                    if client.ping():
-                        return True
-                except redis.ConnectionError:
-                    time.sleep(0.01)
-            return False
-        finally:
-            client.close()
-
-    def stop(self, how: str) -> None:
-        assert self.process is not None
-        if how == "SIGKILL":
-            self.process.kill()
-        else:  # SHUTDOWN NOSAVE from a separate client
-            client = redis.Redis(port=self.port, socket_timeout=2, retry=Retry(NoBackoff(), 0))
-            with contextlib.suppress(redis.ConnectionError):
-                client.shutdown(nosave=True)
-            client.close()
-        self.process.wait(timeout=10)
-        self.process = None
-
-    def close(self) -> None:
-        if self.process is not None:
-            _stop(self.process)
-            self.process = None
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[_OwnRedis]:
-    workdir = tmp_path / "redis"
-    workdir.mkdir()
-    server = _OwnRedis(workdir)
-    server.start()
-    yield server
-    server.close()
-
-
-@pytest.mark.redis
 @pytest.mark.parametrize("how", ["SIGKILL", "SHUTDOWN NOSAVE"])
 def test_events_survive_a_redis_outage_through_the_spool(
-    own_redis: _OwnRedis, tmp_path: Path, how: str
+    durable_redis: DurableRedis, tmp_path: Path, how: str
 ) -> None:
     writers, per_writer = 2, 100
     total = writers * per_writer
     prefix = f"audit-fault-{secrets.token_hex(4)}:"
-    store = RedisStore.from_url(own_redis.url, prefix=prefix)
+    store = RedisStore.from_url(durable_redis.url, prefix=prefix)
     spool = SpoolingAuditLog(StoreAuditLog(store), tmp_path / "spool.jsonl", retry_interval=0.05)
     sent = 0
     sent_lock = threading.Lock()
@@ -703,9 +617,12 @@ def test_events_survive_a_redis_outage_through_the_spool(
             time.sleep(0.001)
         figures["stopped_after_sent"] = sent
         stopped = time.monotonic()
-        own_redis.stop(how)
+        if how == "SIGKILL":
+            durable_redis.kill()
+        else:
+            durable_redis.shutdown()
         time.sleep(0.5)
-        own_redis.start()
+        durable_redis.start()
         figures["seconds_stopped"] = round(time.monotonic() - stopped, 3)
         figures["restarted_after_sent"] = sent
         restarted.set()
@@ -727,7 +644,7 @@ def test_events_survive_a_redis_outage_through_the_spool(
         entries.extend(page)
         after = page[-1][0]
     ids = [event["event_id"] for _, event in entries]
-    raw = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    raw = redis.Redis.from_url(durable_redis.url, decode_responses=True)
     seen_keys = sum(1 for _ in raw.scan_iter(match=f"{prefix}audit-seen:*", count=1000))
     figures.update(
         how=how,
@@ -755,17 +672,18 @@ def test_events_survive_a_redis_outage_through_the_spool(
 
 
 @pytest.mark.redis
-def test_the_store_sink_alone_fails_while_redis_is_down(own_redis: _OwnRedis) -> None:
+def test_the_store_sink_alone_fails_while_redis_is_down(durable_redis: DurableRedis) -> None:
     prefix = f"audit-down-{secrets.token_hex(4)}:"
-    store = RedisStore.from_url(own_redis.url, prefix=prefix)
+    store = RedisStore.from_url(durable_redis.url, prefix=prefix)
     sink = StoreAuditLog(store)
     try:
         sink.record(_event("w", 1))
-        own_redis.stop("SIGKILL")
+        durable_redis.kill()
         for seq in (2, 3):  # the pooled connection is gone, then nothing listens
-            with pytest.raises(StoreUnavailable, match=rf"redis at 127\.0\.0\.1:{own_redis.port}"):
+            where = rf"redis at 127\.0\.0\.1:{durable_redis.port}"
+            with pytest.raises(StoreUnavailable, match=where):
                 sink.record(_event("w", seq))
-        own_redis.start()
+        durable_redis.start()
         sink.record(_event("w", 4))
         assert [e["seq"] for _, e in store.read_audit()] == [1, 4]  # 1 survived the kill
     finally:
