@@ -156,7 +156,7 @@ class RedisState:
     def flush(self) -> None:
         """Send the writes held back for the next batch (see ``_RedisOps.execute``)."""
         if self._deferred:
-            _RedisOps(self._prefix, 0, self._program, self._memo, self._deferred).send([])
+            _RedisOps(self._prefix, 0, self._program, self._memo, self._deferred).send([], [])
 
 
 Convert = Callable[[Any], Any]
@@ -300,25 +300,20 @@ class _RedisOps:
             return
         self.send(args, reads)
 
-    def send(
-        self, args: list[str | int], reads: list[tuple[Convert, Handle[Any] | None]] | None = None
-    ) -> None:
-        reads = reads or []
-        program = [*self._deferred, *args]
-        deferred = len(self._deferred)
-        self._deferred.clear()
+    def send(self, args: list[str | int], reads: list[tuple[Convert, Handle[Any] | None]]) -> None:
+        """Run the held-back writes, then ``args``; hand out the answers of ``reads``."""
         try:
-            replies = self._program_script(keys=[], args=program)
+            replies = self._program_script(keys=[], args=[*self._deferred, *args])
         except redis.RedisError as exc:
             self._memo.expiring.clear()
             self._memo.settled.clear()
             raise StoreUnavailable(f"anomaly state in Redis: {exc}") from exc
-        if not isinstance(replies, list):
+        if not isinstance(replies, list) or len(replies) < len(reads):
             raise StoreUnavailable(f"anomaly state in Redis: unexpected reply {replies!r:.200}")
-        replies = replies[len(replies) - len(reads) :] if reads else []
-        if len(replies) != len(reads) or (deferred and not reads and replies):
-            raise StoreUnavailable(f"anomaly state in Redis: unexpected reply {replies!r:.200}")
-        for (convert, handle), reply in zip(reads, replies, strict=True):
+        self._deferred.clear()
+        # The held-back writes answer first (nothing); then one answer per read.
+        answers = replies[len(replies) - len(reads) :]
+        for (convert, handle), reply in zip(reads, answers, strict=True):
             value = convert(reply)
             if handle is not None:
                 handle.set(value)

@@ -156,29 +156,25 @@ class EncodedEvent(dict[str, Any]):
 
 
 def seal(event: dict[str, Any], prev: str) -> EncodedEvent:
-    """``event`` chained after ``prev``: ``chain`` = {prev, hash}, with its line.
-
-    The line is the canonical JSON that was hashed with the hash spliced into the one
-    top-level ``"chain":{"prev":…}`` member (sorted keys put ``hash`` first); when that
-    member's text occurs more than once (a nested look-alike), the sink encodes it."""
+    """``event`` chained after ``prev``: ``chain`` = {prev, hash}, with its line."""
     event["chain"] = {"prev": prev}
-    body = canonical_json(event)
+    return _sealed(event, canonical_json(event), prev)
+
+
+def _sealed(event: dict[str, Any], body: bytes, prev: str) -> EncodedEvent:
+    """``event`` with the hash of ``body`` (its canonical JSON, ``chain`` = {prev}).
+
+    The line is ``body`` with the hash spliced into the one top-level
+    ``"chain":{"prev":…}`` member (sorted keys put ``hash`` first); when that member's
+    text occurs more than once (a nested look-alike), the sink encodes the event."""
     digest = hashlib.sha256(body).hexdigest()
     event["chain"] = {"prev": prev, "hash": digest}
     sealed = EncodedEvent(event)
-    member = b'"chain":{"prev":' + json.dumps(prev).encode("utf-8") + b"}"
+    prev_json = json.dumps(prev).encode("utf-8")
+    member = b'"chain":{"prev":' + prev_json + b"}"
     if body.count(member) == 1:
-        sealed.line = (
-            body.replace(
-                member,
-                b'"chain":{"hash":"'
-                + digest.encode("ascii")
-                + b'","prev":'
-                + json.dumps(prev).encode("utf-8")
-                + b"}",
-            )
-            + b"\n"
-        )
+        hashed = b'"chain":{"hash":"' + digest.encode("ascii") + b'","prev":' + prev_json + b"}"
+        sealed.line = body.replace(member, hashed) + b"\n"
     return sealed
 
 
@@ -190,6 +186,10 @@ _SEQ_PLACEHOLDER = f"\u0001seq-{_TOKEN}"
 _PREV_PLACEHOLDER = f"\u0001prev-{_TOKEN}"
 
 
+_SEQ_JSON = json.dumps(_SEQ_PLACEHOLDER).encode()
+_PREV_JSON = json.dumps(_PREV_PLACEHOLDER).encode()
+
+
 class Draft:
     """An event encoded but for its ``seq`` and ``chain.prev`` (see ``seal_draft``)."""
 
@@ -198,11 +198,10 @@ class Draft:
     def __init__(self, event: dict[str, Any]) -> None:
         self.event = event
         probe = {**event, "seq": _SEQ_PLACEHOLDER, "chain": {"prev": _PREV_PLACEHOLDER}}
-        template: bytes | None = canonical_json(probe)  # refuses floats: before the lock
-        seq, prev = json.dumps(_SEQ_PLACEHOLDER).encode(), json.dumps(_PREV_PLACEHOLDER).encode()
-        if template is not None and (template.count(seq) != 1 or template.count(prev) != 1):
-            template = None  # the event holds a placeholder's text: encode it under the lock
-        self.template = template
+        template = canonical_json(probe)  # refuses floats: before the lock
+        # An event that holds a placeholder's text is encoded under the lock instead.
+        unique = template.count(_SEQ_JSON) == 1 and template.count(_PREV_JSON) == 1
+        self.template: bytes | None = template if unique else None
 
 
 def seal_draft(draft: Draft, seq: int, prev: str) -> EncodedEvent:
@@ -211,19 +210,5 @@ def seal_draft(draft: Draft, seq: int, prev: str) -> EncodedEvent:
     event["seq"] = seq
     if draft.template is None:
         return seal(event, prev)
-    prev_json = json.dumps(prev).encode("utf-8")
-    body = draft.template.replace(json.dumps(_SEQ_PLACEHOLDER).encode(), str(seq).encode())
-    body = body.replace(json.dumps(_PREV_PLACEHOLDER).encode(), prev_json)
-    digest = hashlib.sha256(body).hexdigest()
-    event["chain"] = {"prev": prev, "hash": digest}
-    sealed = EncodedEvent(event)
-    member = b'"chain":{"prev":' + prev_json + b"}"
-    if body.count(member) == 1:
-        sealed.line = (
-            body.replace(
-                member,
-                b'"chain":{"hash":"' + digest.encode("ascii") + b'","prev":' + prev_json + b"}",
-            )
-            + b"\n"
-        )
-    return sealed
+    body = draft.template.replace(_SEQ_JSON, str(seq).encode())
+    return _sealed(event, body.replace(_PREV_JSON, json.dumps(prev).encode("utf-8")), prev)

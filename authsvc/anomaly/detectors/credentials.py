@@ -22,7 +22,8 @@ __all__ = [
     "SuccessAfterSprayDetector",
 ]
 
-#: How long a sprayed source stays flagged for ``success_after_spray`` (its window).
+#: State key prefix of a source flagged by ``password_spray`` (read by
+#: ``success_after_spray``; the flag lasts that detector's window).
 SPRAYED = "sprayed:"
 
 
