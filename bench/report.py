@@ -193,6 +193,25 @@ class AuditRow:
     verdict: str
 
 
+def _against(
+    r: CaseResult, base: CaseResult, goal: float, *, baseline: bool
+) -> tuple[float | None, float | None, float | None, float | None, str]:
+    """A case against the baseline case of its table: the median of the per-round
+    ratios, the extra CPU and server time per token, and the target and verdict."""
+    vs_base = _round_ratios(r, base)
+    ratio = statistics.median(vs_base) if vs_base else None
+    extra_cpu = extra_server = None
+    if r.cpu_us_per_token is not None and base.cpu_us_per_token is not None:
+        extra_cpu = r.cpu_us_per_token - base.cpu_us_per_token
+    if r.rate > 0 and base.rate > 0:
+        extra_server = 1e6 / r.rate - 1e6 / base.rate
+    if baseline:
+        return ratio, extra_cpu, extra_server, None, "baseline"
+    if r.errors or base.errors:
+        return ratio, extra_cpu, extra_server, goal, "ERRORS"
+    return ratio, extra_cpu, extra_server, goal, "PASS" if (ratio or 0) >= goal else "BELOW"
+
+
 def audit_summary(outcome: StoreResult) -> list[AuditRow]:
     """n-no-audit, a-anonymous (default sink: file), h and i, each against n."""
     by_case = {r.case: r for r in outcome.cases}
@@ -208,22 +227,10 @@ def audit_summary(outcome: StoreResult) -> list[AuditRow]:
         r = by_case.get(case)
         if r is None or not r.runs:
             continue
-        vs_base = _round_ratios(r, base)
         vs_anon = _round_ratios(r, anonymous) if anonymous is not None else []
-        extra_cpu = extra_server = None
-        if r.cpu_us_per_token is not None and base.cpu_us_per_token is not None:
-            extra_cpu = r.cpu_us_per_token - base.cpu_us_per_token
-        if r.rate > 0 and base.rate > 0:
-            extra_server = 1e6 / r.rate - 1e6 / base.rate
-        errors = r.errors + base.errors
-        ratio = statistics.median(vs_base) if vs_base else None
-        if case == NO_AUDIT:
-            target, verdict = None, "baseline"
-        elif errors:
-            target, verdict = AUDIT_TARGET, "ERRORS"
-        else:
-            target = AUDIT_TARGET
-            verdict = "PASS" if (ratio or 0) >= AUDIT_TARGET else "BELOW"
+        ratio, extra_cpu, extra_server, target, verdict = _against(
+            r, base, AUDIT_TARGET, baseline=case == NO_AUDIT
+        )
         rows.append(AuditRow(
             case=case, store=outcome.store, what=what[case], rate=r.rate, errors=r.errors,
             vs_no_audit=ratio, vs_anonymous=statistics.median(vs_anon) if vs_anon else None,
@@ -266,20 +273,9 @@ def detector_summary(outcome: StoreResult) -> list[DetectorRow]:
         r = by_case.get(case)
         if r is None or not r.runs:
             continue
-        vs_base = _round_ratios(r, base)
-        extra_cpu = extra_server = None
-        if r.cpu_us_per_token is not None and base.cpu_us_per_token is not None:
-            extra_cpu = r.cpu_us_per_token - base.cpu_us_per_token
-        if r.rate > 0 and base.rate > 0:
-            extra_server = 1e6 / r.rate - 1e6 / base.rate
-        ratio = statistics.median(vs_base) if vs_base else None
-        if case == NO_BACKOFF:
-            target, verdict = None, "baseline"
-        elif r.errors or base.errors:
-            target, verdict = DETECTOR_TARGET, "ERRORS"
-        else:
-            target = DETECTOR_TARGET
-            verdict = "PASS" if (ratio or 0) >= DETECTOR_TARGET else "BELOW"
+        ratio, extra_cpu, extra_server, target, verdict = _against(
+            r, base, DETECTOR_TARGET, baseline=case == NO_BACKOFF
+        )
         rows.append(DetectorRow(
             case=case, store=outcome.store, what=what[case], rate=r.rate, errors=r.errors,
             vs_no_backoff=ratio, vs_floor=r.ratio, cpu_us_per_token=r.cpu_us_per_token,
