@@ -10,9 +10,8 @@ minute): a shorter lifetime is a response, not an access decision.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 
+from authsvc.anomaly.backoff import WARN_EVERY
 from authsvc.errors import StoreUnavailable
 from authsvc.identity import Identity
 from authsvc.store import Store
@@ -20,9 +19,6 @@ from authsvc.store import Store
 __all__ = ["OpenAlerts", "principal_of"]
 
 log = logging.getLogger(__name__)
-
-WARN_EVERY = 60.0
-
 
 def principal_of(identity: Identity) -> str:
     """The principal as alerts name it (``provider:account``; the subject without one)."""
@@ -32,8 +28,7 @@ def principal_of(identity: Identity) -> str:
 class OpenAlerts:
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._lock = threading.Lock()
-        self._warned = 0.0
+        self._warned_at: int | None = None
 
     def detector(self, identity: Identity, now: int) -> str | None:
         """The detector whose alert on this identity is open, or None."""
@@ -42,10 +37,10 @@ class OpenAlerts:
         try:
             return self._store.open_alert(principal_of(identity), now)
         except StoreUnavailable as exc:
-            with self._lock:
-                due = time.monotonic() - self._warned >= WARN_EVERY
-                if due:
-                    self._warned = time.monotonic()
-            if due:
-                log.warning("open anomaly alerts cannot be read (%s): usual token lifetimes", exc)
+            # At most one warning a minute (of the service's clock), as the backoff does.
+            if self._warned_at is None or not 0 <= now - self._warned_at < WARN_EVERY:
+                self._warned_at = now
+                log.warning(
+                    "open anomaly alerts cannot be read (%s): usual token lifetimes", exc.message
+                )
             return None

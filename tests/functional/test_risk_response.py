@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from typing import Any
 
+import pytest
+
+from authsvc.errors import StoreUnavailable
 from authsvc.store.memory import MemoryStore
 from tests.conftest import PASSWORDS, SERVICE, MakeHarness, MakeSettings, base_config, basic
 
@@ -77,3 +81,25 @@ def test_the_admin_endpoints_are_behind_the_password_backoff(
     assert elsewhere.status_code == 200
     h.clock.advance(31)
     assert h.client.get("/audit/export", headers=right, environ_base=here).status_code == 200
+
+
+def test_an_unreadable_open_alert_gives_the_usual_lifetime_and_one_warning(
+    make_settings: MakeSettings,
+    make_harness: MakeHarness,
+    keys_dir: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Down(MemoryStore):
+        def open_alert(self, principal: str, now: int) -> str | None:
+            raise StoreUnavailable("redis at 127.0.0.1:6379: connection refused")
+
+    rules = base_config(keys_dir)["rules"]
+    rules[0]["open_alert_token_ttl"] = 60
+    h = make_harness(make_settings(rules=rules), store=Down())
+    alice = basic("alice", PASSWORDS["alice"])
+    with caplog.at_level(logging.WARNING, logger="authsvc.anomaly.risk"):
+        for _ in range(3):
+            assert h.client.get(QUERY, headers=alice).get_json()["expires_in"] == 300
+    warnings = [r.getMessage() for r in caplog.records if r.name == "authsvc.anomaly.risk"]
+    assert len(warnings) == 1
+    assert "connection refused" in warnings[0] and "usual token lifetimes" in warnings[0]
