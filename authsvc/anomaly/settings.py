@@ -37,6 +37,9 @@ __all__ = [
 MINUTE = 60
 HOUR = 3600
 DAY = 86400
+#: How long detectors keep what they learned (a principal's networks, hours, baselines)
+#: after it was last refreshed.
+REMEMBER = 400 * DAY
 
 Severity = Literal["page", "signal"]
 Seconds = Annotated[StrictInt, Field(ge=1, le=3650 * DAY)]

@@ -6,7 +6,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from authsvc.anomaly.engine import Finding, Found
-from authsvc.anomaly.settings import FirstTimePush, MassPull, OffHoursPush, ScopeProbing
+from authsvc.anomaly.settings import (
+    DAY,
+    HOUR,
+    REMEMBER,
+    FirstTimePush,
+    MassPull,
+    OffHoursPush,
+    ScopeProbing,
+)
 from authsvc.anomaly.state import Handle, Ops
 from authsvc.anomaly.view import EventView
 
@@ -17,9 +25,6 @@ __all__ = [
     "ScopeProbingDetector",
 ]
 
-HOUR = 3600
-DAY = 86400
-REMEMBER = 400 * DAY
 #: Denied requests that a CI job or robot has no business making.
 SENSITIVE_ACTIONS = frozenset({"delete", "*"})
 

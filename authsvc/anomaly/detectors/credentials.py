@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 from authsvc.anomaly.engine import Finding, Found
 from authsvc.anomaly.settings import (
+    REMEMBER,
     BruteForce,
     CredentialStuffing,
     PasswordSpray,
@@ -274,4 +275,4 @@ class CredentialStuffingDetector:
                 fields[f"{name}_mean"] = repr((1 - a) * mean + a * value)
                 fields[f"{name}_dev"] = repr((1 - a) * dev + a * abs(value - mean))
             fields["learned"] = "1"
-        ops.hset(self.BASELINE, fields, 400 * 86400)
+        ops.hset(self.BASELINE, fields, REMEMBER)

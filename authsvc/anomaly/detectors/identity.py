@@ -3,14 +3,19 @@ CI, a principal in a new context, a dormant credential, a one-time proof present
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 from collections.abc import Iterator
 
 from authsvc.anomaly.engine import Finding, Found
-from authsvc.anomaly.settings import CiOutsideCi, DormantCredential, NewContext, ProofReuse
+from authsvc.anomaly.settings import (
+    DAY,
+    REMEMBER,
+    CiOutsideCi,
+    DormantCredential,
+    NewContext,
+    ProofReuse,
+)
 from authsvc.anomaly.state import Handle, Ops
-from authsvc.anomaly.view import REPLAY_REASONS, EventView
+from authsvc.anomaly.view import REPLAY_REASONS, EventView, prefix_of
 
 __all__ = [
     "CiOutsideCiDetector",
@@ -18,10 +23,6 @@ __all__ = [
     "NewContextDetector",
     "ProofReuseDetector",
 ]
-
-DAY = 86400
-#: How long what was learned about a principal is kept after its last use.
-REMEMBER = 400 * DAY
 
 
 class CiOutsideCiDetector:
@@ -75,7 +76,7 @@ class CiOutsideCiDetector:
                     )
                 )
             return
-        network = _prefix(view.ip, s.learn_prefix)
+        network = prefix_of(view.ip, s.learn_prefix, min(128, s.learn_prefix * 3))
         if network is None:
             return
         since = ops.first(f"ci:since:{view.provider}", str(view.now), REMEMBER)
@@ -95,16 +96,6 @@ class CiOutsideCiDetector:
                 },
             )
         )
-
-
-@functools.lru_cache(maxsize=65536)
-def _prefix(ip: str, bits: int) -> str | None:
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return None
-    width = bits if address.version == 4 else min(128, bits * 3)
-    return str(ipaddress.ip_network(f"{address}/{width}", strict=False))
 
 
 class NewContextDetector:
