@@ -78,9 +78,6 @@ class Engine:
         self.detectors = list(detectors)
         self._state = state
         self._networks = networks
-        #: Per-detector counts of alerts written (for the Prometheus counters).
-        self.alerts: dict[tuple[str, str], int] = {}
-        self.events = 0
 
     def flush(self) -> None:
         """Send the state's held-back writes (before the processed events are acked)."""
@@ -90,7 +87,6 @@ class Engine:
         view = view_of(event, self._networks)
         if view is None:
             return []
-        self.events += 1
         ops = self._state.begin(view.now)
         findings: list[tuple[Detector, Finding]] = []
         running: list[tuple[Detector, Iterator[None]]] = []
@@ -160,8 +156,6 @@ class Engine:
                     },
                 }
             )
-            counter = (detector.name, severity)
-            self.alerts[counter] = self.alerts.get(counter, 0) + 1
         return alerts
 
 

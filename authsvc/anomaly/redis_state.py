@@ -7,7 +7,7 @@ reply each: one round trip and one command per batch, whatever the number of det
 
 Key layout (under ``{prefix}anomaly:``): window buckets ``KEY:<bucket>`` (HyperLogLogs
 for distinct counts, integers for counts), sets, strings and hashes, each with an
-expiry. Commands run by the script: PFADD/PFCOUNT, INCRBY/MGET, SADD/SCARD, SET NX GET /
+expiry. Commands run by the script: PFADD/PFCOUNT, INCRBY, SADD, SET NX GET /
 SET GET (Redis 7.0+), GET, HGETALL/HSET and EXPIRE. The script names its keys in ARGV,
 so the anomaly state needs one Redis, not a Redis Cluster.
 """
@@ -59,17 +59,6 @@ while i <= n do
     local keys, at = keys_at(i + 1)
     out[#out + 1] = redis.call('PFCOUNT', unpack(keys))
     i = at
-  elseif op == 'W' then
-    local keys, at = keys_at(i + 1)
-    local ttl = tonumber(ARGV[at])
-    redis.call('INCRBY', keys[1], ARGV[at + 1])
-    if ttl > 0 then redis.call('EXPIRE', keys[1], ttl) end
-    local total = 0
-    for _, v in ipairs(redis.call('MGET', unpack(keys))) do
-      if v then total = total + tonumber(v) end
-    end
-    out[#out + 1] = total
-    i = at + 2
   elseif op == 'I' then
     out[#out + 1] = redis.call('INCRBY', ARGV[i + 1], ARGV[i + 2])
     if tonumber(ARGV[i + 3]) > 0 then redis.call('EXPIRE', ARGV[i + 1], ARGV[i + 3]) end
@@ -78,9 +67,6 @@ while i <= n do
     out[#out + 1] = redis.call('SADD', ARGV[i + 1], ARGV[i + 2])
     if tonumber(ARGV[i + 3]) > 0 then redis.call('EXPIRE', ARGV[i + 1], ARGV[i + 3]) end
     i = i + 4
-  elseif op == 'Z' then
-    out[#out + 1] = redis.call('SCARD', ARGV[i + 1])
-    i = i + 2
   elseif op == 'F' then
     out[#out + 1] = redis.call('SET', ARGV[i + 1], ARGV[i + 2], 'NX', 'GET', 'EX', ARGV[i + 3])
     i = i + 4
@@ -209,12 +195,6 @@ class _RedisOps:
         self._op(["R", len(keys), *keys], int, handle)
         return handle
 
-    def count(self, key: str, window: int, amount: int = 1) -> Handle[int]:
-        keys, ttl = self._window(key, window)
-        handle: Handle[int] = Handle()
-        self._op(["W", len(keys), *keys, self._ttl(keys[0], ttl), amount], int, handle)
-        return handle
-
     def incr(self, key: str, amount: int, ttl: int) -> Handle[int]:
         full = self._prefix + key
         handle: Handle[int] = Handle()
@@ -226,11 +206,6 @@ class _RedisOps:
         handle: Handle[bool] = Handle()
         refresh = min(ttl, 86400)  # kept alive daily
         self._op(["S", full, member, self._ttl(full, ttl, refresh=refresh)], bool, handle)
-        return handle
-
-    def cardinality(self, key: str) -> Handle[int]:
-        handle: Handle[int] = Handle()
-        self._op(["Z", self._prefix + key], int, handle)
         return handle
 
     def first(self, key: str, value: str, ttl: int) -> Handle[str | None]:

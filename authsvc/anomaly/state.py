@@ -2,7 +2,7 @@
 
 Detectors queue operations on an ``Ops`` (one per event, carrying the event's time as
 ``now``) and read the ``Handle`` values once the engine has executed the batch: in
-Redis that is one pipeline, one round trip, whatever the number of detectors; in
+Redis that is one script call, one round trip, whatever the number of detectors; in
 memory (``memory://`` and ``authsvc detect replay``) the same operations with the same
 semantics, on event time.
 
@@ -65,17 +65,11 @@ class Ops(Protocol):
     def distinct_count(self, key: str, window: int) -> Handle[int]:
         """The number of distinct members within the window (reads only)."""
 
-    def count(self, key: str, window: int, amount: int = 1) -> Handle[int]:
-        """Add ``amount``; the sum within the window, after."""
-
     def incr(self, key: str, amount: int, ttl: int) -> Handle[int]:
         """Add ``amount`` to a counter kept ``ttl`` more seconds; its value, after."""
 
     def remember(self, key: str, member: str, ttl: int) -> Handle[bool]:
         """Add to a set kept ``ttl`` more seconds; True when the member is new."""
-
-    def cardinality(self, key: str) -> Handle[int]:
-        """How many members the set holds."""
 
     def first(self, key: str, value: str, ttl: int) -> Handle[str | None]:
         """Set ``key`` unless it is set: None when this call set it, else its value."""
@@ -179,15 +173,6 @@ class _MemoryOps:
                 seen |= members
         return len(seen)
 
-    def count(self, key: str, window: int, amount: int = 1) -> Handle[int]:
-        def run() -> int:
-            keys, _, expires_at = self._buckets(key, window)
-            current = self._state.live(keys[0], self.now) or 0
-            self._state.data[keys[0]] = (expires_at, current + amount)
-            return sum(self._state.live(k, self.now) or 0 for k in keys)
-
-        return self._run(Handle(), run)
-
     def incr(self, key: str, amount: int, ttl: int) -> Handle[int]:
         def run() -> int:
             value = int(self._state.live(key, self.now) or 0) + amount
@@ -207,9 +192,6 @@ class _MemoryOps:
             return new
 
         return self._run(Handle(), run)
-
-    def cardinality(self, key: str) -> Handle[int]:
-        return self._run(Handle(), lambda: len(self._state.live(key, self.now) or ()))
 
     def first(self, key: str, value: str, ttl: int) -> Handle[str | None]:
         def run() -> str | None:

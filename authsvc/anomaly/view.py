@@ -43,10 +43,6 @@ class Networks:
         self._geo = geo
         self._cache: dict[str, tuple[str, ...]] = {}
 
-    @property
-    def has_asn(self) -> bool:
-        return self._geo is not None
-
     def named(self, ip: str) -> tuple[str, ...]:
         """The names of the sets holding ``ip`` (in configuration order)."""
         found = self._cache.get(ip)
