@@ -9,13 +9,13 @@ ChainedAuditLog      fills writer, seq and the hash chain; signs checkpoints
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from authsvc.audit import AuditLog, StreamAuditLog
 from authsvc.audit.chain import ChainedAuditLog
 from authsvc.audit.schema import writer_id
-from authsvc.audit.sinks import FileAuditLog, SpoolingAuditLog, StoreAuditLog
+from authsvc.audit.sinks import BatchAuditLog, FileAuditLog, SpoolingAuditLog, StoreAuditLog
 from authsvc.config import AuditSettings
 from authsvc.store import Store
 from authsvc.tokens import SigningKey
@@ -35,10 +35,18 @@ class _MirroringSink:
         self._mirror = mirror
 
     def record(self, event: Mapping[str, Any]) -> None:
-        self._sink.record(event)
+        self.record_many([event])
+
+    def record_many(self, events: Sequence[Mapping[str, Any]]) -> None:
+        if isinstance(self._sink, BatchAuditLog):
+            self._sink.record_many(events)
+        else:  # (build_audit's sinks all have record_many)
+            for event in events:
+                self._sink.record(event)
         try:
-            self._mirror.record(event)
-        except Exception:  # the sink has it: a failed copy must not fail (or resend) it
+            for event in events:
+                self._mirror.record(event)
+        except Exception:  # the sink has them: a failed copy must not fail (or resend) them
             log.warning(
                 "the audit event was recorded but not copied to standard error", exc_info=True
             )

@@ -61,7 +61,12 @@ class AuditUnavailable(ServiceUnavailable):
 
 @runtime_checkable
 class BatchAuditLog(Protocol):
-    """A sink that also takes several events at once (one round trip, one fsync)."""
+    """A sink that also takes several events at once (one round trip, one fsync).
+
+    ``record_many`` takes all the events, in order, or raises: ``ValueError`` or
+    ``TypeError`` when it took none of them (one is invalid), anything else when it
+    may have taken some or all (so they are sent again, and taken once).
+    """
 
     def record(self, event: Mapping[str, Any]) -> None: ...
 
@@ -347,18 +352,35 @@ class SpoolingAuditLog:
     # -- the AuditLog interface -------------------------------------------------------
 
     def record(self, event: Mapping[str, Any]) -> None:
+        self.record_many([event])
+
+    def record_many(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """The events to the sink (in one ``record_many`` when it has one), or else all
+        of them to the spool in one fsynced write.
+
+        With a sink without ``record_many``, the events go one at a time, each as
+        ``record`` would send it.
+        """
+        if self._batch_sink is None and len(events) > 1:
+            for event in events:
+                self.record_many([event])
+            return
         # A bad event is refused here and never spooled, where it would block the replay.
-        event_id = event.get("event_id")
-        if not isinstance(event_id, str) or not event_id:
-            raise ValueError("audit event has no string event_id")
-        line = _encode_line(event)
+        lines: list[bytes] = []
+        for event in events:
+            event_id = event.get("event_id")
+            if not isinstance(event_id, str) or not event_id:
+                raise ValueError("audit event has no string event_id")
+            lines.append(_encode_line(event))
+        if not lines:
+            return
         tried = False
         if self._spool_size() == 0 and not self._backing_off():
             tried = True
             try:
-                self._sink.record(event)
+                self._to_sink(events)
             except (ValueError, TypeError):
-                raise  # the sink refuses the event itself: spooling it would not help
+                raise  # the sink refuses the events themselves: spooling would not help
             except Exception as exc:
                 self._failed(exc)
             else:
@@ -368,7 +390,7 @@ class SpoolingAuditLog:
         with self._held():
             if self._replay_locked(force=False) and not tried and not self._backing_off():
                 try:
-                    self._sink.record(event)
+                    self._to_sink(events)
                 except (ValueError, TypeError):
                     raise
                 except Exception as exc:
@@ -376,7 +398,7 @@ class SpoolingAuditLog:
                 else:
                     self._succeeded()
                     return
-            self._spool_locked(line)
+            self._spool_locked(b"".join(lines), len(lines))
 
     def replay(self) -> bool:
         """Replay the spool into the sink now; True when it is empty afterwards."""
@@ -403,6 +425,13 @@ class SpoolingAuditLog:
         self._lock.close()
 
     # -- helpers ----------------------------------------------------------------------
+
+    def _to_sink(self, events: Sequence[Mapping[str, Any]]) -> None:
+        if self._batch_sink is not None:
+            self._batch_sink.record_many(events)
+        else:
+            (event,) = events
+            self._sink.record(event)
 
     @contextmanager
     def _held(self) -> Iterator[None]:
@@ -445,8 +474,8 @@ class SpoolingAuditLog:
             self._last_error = None
             self._last_failure = None
 
-    def _spool_locked(self, line: bytes) -> None:
-        """Append one line to the spool and fsync it (under the lock)."""
+    def _spool_locked(self, lines: bytes, count: int) -> None:
+        """Append ``count`` lines to the spool and fsync them (under the lock)."""
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         created = not os.path.lexists(self.spool_path)
         fd = os.open(self.spool_path, flags, 0o600)
@@ -456,7 +485,7 @@ class SpoolingAuditLog:
             if start != info.st_size:  # a torn line from a crash: never acknowledged
                 os.ftruncate(fd, start)
             try:
-                _write_all(fd, line)
+                _write_all(fd, lines)
                 _sync(fd)
             except OSError:
                 with suppress(OSError):
@@ -467,7 +496,7 @@ class SpoolingAuditLog:
         if created:
             _sync_dir(self.spool_path)
         with self._state:
-            self._spooled_total += 1
+            self._spooled_total += count
 
     def _replay_locked(self, *, force: bool) -> bool:
         """Send the spooled events to the sink, oldest first (under the lock).

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import base64
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -361,6 +362,120 @@ def test_concurrent_records_make_one_contiguous_chain(ring: KeyRing) -> None:
         assert event["chain"]["hash"] == event_hash(event)
         prev = event["chain"]["hash"]
     assert len(checkpoints(events)) == 16
+
+
+class GatedBatchSink:
+    """A sink with ``record_many`` whose first call waits for ``gate``, so the events
+    of other callers queue meanwhile; ``batches`` lists the event ids of each call."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.batches: list[list[str]] = []
+        self.gate = threading.Event()
+        self.error: Exception | None = None  # raised for the calls from ``fail_from`` on
+        self.fail_from = 0
+
+    def record(self, event: Mapping[str, Any]) -> None:
+        self.record_many([event])
+
+    def record_many(self, events: Sequence[Mapping[str, Any]]) -> None:
+        ids = [e["event_id"] for e in events]
+        first = not self.batches
+        self.batches.append(ids)
+        if first:
+            assert self.gate.wait(10), "the test never opened the gate"
+        if self.error is not None and len(self.batches) > self.fail_from:
+            raise self.error
+        self.events.extend(dict(e) for e in events)
+
+
+def _record_in_threads(log: ChainedAuditLog, numbers: range) -> dict[int, BaseException | None]:
+    """Record decision(1) (blocked in the sink), then ``numbers`` from threads of their
+    own while it is; open the gate once they all wait. Each caller's outcome."""
+    sink = log._sink
+    assert isinstance(sink, GatedBatchSink)
+    outcomes: dict[int, BaseException | None] = {}
+
+    def call(n: int) -> None:
+        try:
+            log.record(decision(n))
+        except BaseException as exc:
+            outcomes[n] = exc
+        else:
+            outcomes[n] = None
+
+    first = threading.Thread(target=call, args=(1,))
+    first.start()
+    while not sink.batches:
+        time.sleep(0.001)
+    rest = [threading.Thread(target=call, args=(n,)) for n in numbers]
+    for thread in rest:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(log._queue) < len(numbers):  # all queued behind the leader
+        assert time.monotonic() < deadline, "the callers never queued"
+        time.sleep(0.001)
+    sink.gate.set()
+    for thread in [first, *rest]:
+        thread.join(10)
+    return outcomes
+
+
+def test_events_queued_while_the_sink_writes_go_to_it_as_one_batch(ring: KeyRing) -> None:
+    sink = GatedBatchSink()
+    log = ChainedAuditLog(sink, writer=WRITER, signer=lambda: ring.signing_key)
+    outcomes = _record_in_threads(log, range(2, 7))
+    log.close()
+
+    assert outcomes == dict.fromkeys(range(1, 7))
+    assert sink.batches[0] == ["ev-1"]
+    assert sorted(sink.batches[1]) == [f"ev-{n}" for n in range(2, 7)]  # one write for five
+    assert len(sink.batches) == 3  # and the last checkpoint
+    report = verify_events(sink.events, keys=public_keys(ring))
+    assert report.ok, report.first_problem
+    assert [e["seq"] for e in sink.events] == list(range(1, 8))
+
+
+def test_a_refused_batch_fails_each_of_its_callers_and_is_sent_again_first() -> None:
+    sink = GatedBatchSink()
+    log = ChainedAuditLog(sink, writer=WRITER, signer=None)
+    sink.error, sink.fail_from = ConnectionResetError("connection reset by peer"), 1
+    outcomes = _record_in_threads(log, range(2, 5))
+
+    assert outcomes.pop(1) is None
+    assert all(isinstance(error, ConnectionResetError) for error in outcomes.values()), outcomes
+    refused = sink.batches[1]
+    assert sorted(refused) == ["ev-2", "ev-3", "ev-4"]
+    with pytest.raises(ConnectionResetError):
+        log.record(decision(5))  # refused without being tried: the batch goes first
+    assert sink.batches[2:] == [refused]
+    sink.error = None
+    log.record(decision(6))
+    assert sink.batches[3:] == [refused, ["ev-6"]]  # unchanged, before the new one
+    assert [e["event_id"] for e in sink.events] == ["ev-1", *refused, "ev-6"]
+    assert [e["seq"] for e in sink.events] == [1, 2, 3, 4, 5]
+
+
+def test_an_invalid_event_in_a_batch_fails_only_its_own_caller() -> None:
+    class Refusing(GatedBatchSink):
+        def record_many(self, events: Sequence[Mapping[str, Any]]) -> None:
+            if any(e["event_id"] == "ev-3" for e in events):
+                self.batches.append([e["event_id"] for e in events])
+                raise ValueError("audit event is not JSON")
+            super().record_many(events)
+
+    sink = Refusing()
+    log = ChainedAuditLog(sink, writer=WRITER, signer=None)
+    outcomes = _record_in_threads(log, range(2, 5))
+
+    assert isinstance(outcomes.pop(3), ValueError)
+    assert outcomes == {1: None, 2: None, 4: None}
+    assert sorted(e["event_id"] for e in sink.events) == ["ev-1", "ev-2", "ev-4"]
+    assert [e["seq"] for e in sink.events] == [1, 2, 3]  # ev-3 took no seq
+    prev = GENESIS
+    for event in sink.events:
+        assert event["chain"]["prev"] == prev
+        prev = event["chain"]["hash"]
 
 
 def test_the_line_a_sealed_event_carries_is_the_event_with_its_hash() -> None:

@@ -414,8 +414,37 @@ def test_replay_uses_record_many_in_batches(tmp_path: Path) -> None:
     sink.down = False
     sink.batches.clear()
     spool.record(_event("w", 10))
-    assert sink.batches == [3, 3, 3, 1]
+    assert sink.batches == [3, 3, 3, 1, 1]  # the ten spooled, three at a time; then the new one
     assert _seqs(sink.events) == list(range(11))
+
+
+def test_record_many_is_one_batch_to_the_sink_or_one_write_to_the_spool(tmp_path: Path) -> None:
+    sink = _FlakyBatchSink()
+    spool_path = tmp_path / "spool.jsonl"
+    spool = SpoolingAuditLog(sink, spool_path, retry_interval=0)
+    spool.record_many([_event("w", n) for n in range(4)])
+    assert sink.batches == [4]
+    sink.down = True
+    spool.record_many([_event("w", n) for n in range(4, 7)])
+    assert _seqs(_lines(spool_path)) == [4, 5, 6]
+    status = spool.status()
+    assert (status["spooled"], status["spooled_total"]) == (3, 3)
+    assert status["last_error"] == "StoreUnavailable: down"
+    sink.down = False
+    spool.record_many([_event("w", 7), _event("w", 8)])
+    assert _seqs(sink.events) == list(range(9))  # the spool first, then the new batch
+    assert not spool_path.read_bytes()
+
+
+def test_record_many_refuses_a_batch_with_an_invalid_event_before_sending_any(
+    tmp_path: Path,
+) -> None:
+    sink = _FlakyBatchSink()
+    spool = SpoolingAuditLog(sink, tmp_path / "spool.jsonl", retry_interval=0)
+    bad = {"seq": 2, "writer": "w"}
+    with pytest.raises(ValueError, match="no string event_id"):
+        spool.record_many([_event("w", 1), bad])
+    assert sink.batches == [] and sink.events == []
 
 
 class _LostReply:
