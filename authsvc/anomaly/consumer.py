@@ -15,6 +15,11 @@ recorded once (``GroupStream.begin_record``) and queued for the webhook once
 (``Outbox.enqueue``). Detector counters are not idempotent, so an event counted twice
 can move a threshold: at least once is the promise, not exactly once.
 
+That is ``anomaly.consumer_state: redis``. With ``memory`` (the default) the consumer is
+a ``HoldingConsumer``: one consumer of the group at a time holds the state in its
+memory (see ``authsvc.anomaly.held_state``), the others wait to take over, and each
+event moves the state exactly once.
+
 The consumer reads only ``token.issue`` events; its own alerts and checkpoints come back
 through the stream and are acknowledged like the rest. An event a detector fails on is
 logged, counted and acknowledged (it would fail again); a Redis failure stops the
@@ -30,12 +35,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from authsvc.anomaly.engine import Engine
+from authsvc.anomaly.held_state import HeldState, Lease, LeaseLost
 from authsvc.anomaly.metrics import Metrics
 from authsvc.anomaly.stream import Entry, GroupStream, RecordState
 from authsvc.audit import AuditLog
 from authsvc.errors import StoreUnavailable
 
-__all__ = ["Consumer"]
+__all__ = ["Consumer", "HoldingConsumer"]
 
 log = logging.getLogger(__name__)
 
@@ -173,3 +179,113 @@ class Consumer:
         if self._queue is not None:
             self._queue(alert)
         return recorded
+
+
+class HoldingConsumer(Consumer):
+    """The consumer that holds the group's detector state while it holds the lease.
+
+    The engine runs on ``state`` (a ``HeldState``). ``run`` waits for the lease (looking
+    every ``poll`` seconds), takes over (the last checkpoint, then every entry pending
+    in the group, in order), and then reads new entries; every batch ends with a
+    checkpoint, which also renews the lease, and then the acknowledgement. When the
+    lease is lost (this process paused past it, another consumer took over) it lets the
+    state go and waits again; when stopped, it releases the lease at once.
+    """
+
+    def __init__(
+        self,
+        stream: GroupStream,
+        engine: Engine,
+        state: HeldState,
+        lease: Lease,
+        audit: AuditLog,
+        *,
+        metrics: Metrics | None = None,
+        queue: Callable[[Mapping[str, Any]], object] | None = None,
+        batch: int = 100,
+        block_ms: int = 1000,
+        poll: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(
+            stream, engine, audit, metrics=metrics, queue=queue, batch=batch,
+            block_ms=block_ms, clock=clock,
+        )  # fmt: skip
+        if block_ms >= lease.ms:
+            raise ValueError("block_ms must be shorter than the lease, which each read renews")
+        self.state = state
+        self.lease = lease
+        self._poll = poll
+
+    def run(self, stop: threading.Event) -> None:
+        """Hold the state whenever the lease can be had, until ``stop`` is set. Raises
+        StoreUnavailable when Redis fails (the lease then runs out by itself)."""
+        while not stop.is_set():
+            if not self.lease.acquire():
+                stop.wait(self._poll)
+                continue
+            try:
+                self.take_over(stop)
+                while not stop.is_set():
+                    self._handle(self.stream.read(self._batch, self._block_ms), stop)
+                self.lease.release()
+            except LeaseLost as exc:
+                self.metrics.add("state_lost")
+                log.warning("this consumer no longer holds the detector state: %s", exc)
+            finally:
+                self.state.clear()
+
+    def take_over(self, stop: threading.Event | None = None) -> int:
+        """Load the last checkpoint and process what the group left pending; how many
+        entries were pending."""
+        keys = self.state.load()
+        self.metrics.add("state_takeovers")
+        log.info(
+            "holding the detector state of group %s: %d keys, up to entry %s",
+            self.stream.group,
+            keys,
+            self.state.at or "none",
+        )
+        return self.claim(stop, min_idle_ms=0)
+
+    def claim(self, stop: threading.Event | None = None, *, min_idle_ms: int | None = None) -> int:
+        cursor, taken = "0-0", 0
+        idle = self._min_idle_ms if min_idle_ms is None else min_idle_ms
+        while stop is None or not stop.is_set():
+            cursor, entries = self.stream.claim(idle, self._batch, cursor)
+            if entries:
+                self.metrics.add("claimed", len(entries))
+                taken += len(entries)
+                self._handle(entries, stop)
+            if cursor == "0-0":
+                break
+        if taken:
+            log.info("claimed %d entries left pending in the group", taken)
+        return taken
+
+    def drain(self) -> int:
+        """Take over, then process entries until none is new (tests, benchmarks)."""
+        if not self.lease.acquire():
+            raise LeaseLost(f"the lease is held by {self.lease.current() or 'nobody'}")
+        done = self.take_over()
+        while entries := self.stream.read(self._batch, 1):
+            self._handle(entries, None)
+            done += len(entries)
+        return done
+
+    def _handle(self, entries: Sequence[Entry], stop: threading.Event | None) -> bool:
+        """Process the entries the state does not hold yet, checkpoint, acknowledge."""
+        processed: list[str] = []
+        for entry in entries:
+            if stop is not None and stop.is_set():
+                break
+            if entry.event is not None and not self.state.holds(entry.id):
+                self._process(entry)
+            processed.append(entry.id)
+        if processed:
+            self.state.checkpoint(self.lease, processed[-1])
+        else:
+            self.lease.renew()
+        self.stream.ack(processed)
+        self.metrics.add("events", len(processed))
+        return bool(entries)

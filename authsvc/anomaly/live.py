@@ -20,7 +20,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from authsvc.anomaly.consumer import Consumer
+from authsvc.anomaly.consumer import Consumer, HoldingConsumer
+from authsvc.anomaly.held_state import HeldState, Lease
 from authsvc.anomaly.metrics import Metrics, serve_metrics
 from authsvc.anomaly.outbox import Outbox
 from authsvc.anomaly.redis_state import RedisState
@@ -130,8 +131,14 @@ def open_live(
     address = kwargs.get("path") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
     store = open_store(settings.storage, prefix=prefix)
     try:
+        group = anomaly.consumer_group
+        state: HeldState | RedisState
+        if anomaly.consumer_state == "memory":
+            state = HeldState(client, prefix=prefix, group=group)
+        else:
+            state = RedisState(client, prefix=prefix)
         try:
-            engine = build_engine(anomaly, RedisState(client, prefix=prefix))
+            engine = build_engine(anomaly, state)
         except ValueError as exc:  # a geo database that cannot be read
             raise LiveConfigError(str(exc)) from exc
         stream = GroupStream(
@@ -171,11 +178,20 @@ def open_live(
             timeout=hook.timeout,
             on=metrics.add,
         )
-    consumer = Consumer(
-        stream, engine, audit, metrics=metrics,
-        queue=webhook.queue if webhook is not None else None,
-        batch=batch, block_ms=block_ms, min_idle=min_idle,
-    )  # fmt: skip
+    consumer: Consumer
+    queue = webhook.queue if webhook is not None else None
+    if isinstance(state, HeldState):
+        lease = Lease(client, prefix=prefix, group=group, consumer=consumer_name,
+                      seconds=anomaly.consumer_lease)  # fmt: skip
+        consumer = HoldingConsumer(
+            stream, engine, state, lease, audit, metrics=metrics, queue=queue, batch=batch,
+            block_ms=min(block_ms, lease.ms // 3), poll=min(1.0, anomaly.consumer_lease / 4),
+        )  # fmt: skip
+    else:
+        consumer = Consumer(
+            stream, engine, audit, metrics=metrics, queue=queue,
+            batch=batch, block_ms=block_ms, min_idle=min_idle,
+        )  # fmt: skip
     server = None
     if metrics_bind is not None:
         try:

@@ -7,6 +7,8 @@ one ZCARD and one LLEN), so every consumer reports the whole group's backlog::
     authsvc_anomaly_events_total                      audit events processed and acknowledged
     authsvc_anomaly_event_errors_total                events a detector failed on (logged)
     authsvc_anomaly_claimed_total                     entries taken over from idle consumers
+    authsvc_anomaly_state_takeovers_total             times it took the held state over
+    authsvc_anomaly_state_lost_total                  times it lost the held state's lease
     authsvc_anomaly_alerts_total{detector,severity}   alerts this consumer recorded
     authsvc_anomaly_alerts_duplicate_total            alerts found already recorded
     authsvc_anomaly_webhook_delivered_total           POSTs answered 2xx
@@ -40,6 +42,8 @@ _COUNTERS: dict[str, str] = {
     "events": "Audit events this consumer processed and acknowledged.",
     "event_errors": "Events a detector failed on (logged, then acknowledged).",
     "claimed": "Stream entries taken over from consumers idle past the claim time.",
+    "state_takeovers": "Times this consumer took the held detector state over (memory).",
+    "state_lost": "Times this consumer lost the held detector state's lease (memory).",
     "alerts_duplicate": "Alerts found already recorded (an event processed twice).",
     "webhook_delivered": "Webhook POSTs answered with a 2xx status.",
     "webhook_failed": "Webhook attempts that failed (every retry counts).",

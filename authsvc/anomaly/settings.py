@@ -269,6 +269,14 @@ class AnomalySettings(_Model):
     webhook: WebhookSettings | None = None
     #: The Redis Streams consumer group of ``authsvc detect run``.
     consumer_group: StrictStr = "authsvc-detect"
+    #: Where ``authsvc detect run`` keeps the detector state. ``memory``: one consumer
+    #: of the group at a time holds it in memory (exact, as replay), checkpointed to
+    #: Redis after every batch; the others stand by to take over. ``redis``: in Redis,
+    #: shared, so every consumer of the group works (HyperLogLog distinct counts).
+    consumer_state: Literal["memory", "redis"] = "memory"
+    #: Seconds the holder of the memory state keeps it without a checkpoint; a standby
+    #: takes over that long after the holder died.
+    consumer_lease: Annotated[_StrictFloat | StrictInt, Field(ge=2, le=300)] = 10
 
     @field_validator("networks")
     @classmethod

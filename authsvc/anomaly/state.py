@@ -110,8 +110,11 @@ class MemoryState:
     SWEEP_EVERY = 20_000
 
     def __init__(self) -> None:
-        #: key -> (expires_at, value): a set, an int, a str or a dict.
+        #: key -> (expires_at, value): a set, an int, a str or a dict. Written only
+        #: through ``put`` and ``drop`` (a subclass keeps track of what changed).
         self.data: dict[str, tuple[int, Any]] = {}
+        #: The time of the event being processed.
+        self.now = 0
         self._batches = 0
 
     def flush(self) -> None:
@@ -119,16 +122,24 @@ class MemoryState:
 
     def begin(self, now: int) -> Ops:
         self._batches += 1
+        self.now = now
         if self._batches % self.SWEEP_EVERY == 0:
-            self.data = {k: v for k, v in self.data.items() if v[0] > now}
+            for key in [k for k, (expires_at, _) in self.data.items() if expires_at <= now]:
+                self.drop(key)
         return _MemoryOps(self, now)
+
+    def put(self, key: str, expires_at: int, value: Any) -> None:
+        self.data[key] = (expires_at, value)
+
+    def drop(self, key: str) -> None:
+        del self.data[key]
 
     def live(self, key: str, now: int) -> Any:
         entry = self.data.get(key)
         if entry is None:
             return None
         if entry[0] <= now:
-            del self.data[key]
+            self.drop(key)
             return None
         return entry[1]
 
@@ -157,7 +168,7 @@ class _MemoryOps:
             if current is None:
                 current = set()
             current.update(members)
-            self._state.data[keys[0]] = (expires_at, current)
+            self._state.put(keys[0], expires_at, current)
             return self._union(keys)
 
         return self._run(Handle(), run)
@@ -176,7 +187,7 @@ class _MemoryOps:
     def incr(self, key: str, amount: int, ttl: int) -> Handle[int]:
         def run() -> int:
             value = int(self._state.live(key, self.now) or 0) + amount
-            self._state.data[key] = (self.now + ttl, value)
+            self._state.put(key, self.now + ttl, value)
             return value
 
         return self._run(Handle(), run)
@@ -188,7 +199,7 @@ class _MemoryOps:
                 members = set()
             new = member not in members
             members.add(member)
-            self._state.data[key] = (self.now + ttl, members)
+            self._state.put(key, self.now + ttl, members)
             return new
 
         return self._run(Handle(), run)
@@ -197,7 +208,7 @@ class _MemoryOps:
         def run() -> str | None:
             current = self._state.live(key, self.now)
             if current is None:
-                self._state.data[key] = (self.now + ttl, value)
+                self._state.put(key, self.now + ttl, value)
             return current  # type: ignore[no-any-return]
 
         return self._run(Handle(), run)
@@ -208,7 +219,7 @@ class _MemoryOps:
     def swap(self, key: str, value: str, ttl: int) -> Handle[str | None]:
         def run() -> str | None:
             current = self._state.live(key, self.now)
-            self._state.data[key] = (self.now + ttl, value)
+            self._state.put(key, self.now + ttl, value)
             return current  # type: ignore[no-any-return]
 
         return self._run(Handle(), run)
@@ -223,7 +234,7 @@ class _MemoryOps:
         def run() -> None:
             current = dict(self._state.live(key, self.now) or {})
             current.update(fields)
-            self._state.data[key] = (self.now + ttl, current)
+            self._state.put(key, self.now + ttl, current)
 
         run()
 

@@ -82,7 +82,8 @@ def detect_replay(input_path: Path, output_path: Path | None, config: Path | Non
 @click.option("--min-idle", type=click.FloatRange(0.1, 86_400), default=30.0,
               show_default=True,
               help="seconds an entry stays pending with another consumer before this one "
-                   "takes it over")
+                   "takes it over (anomaly.consumer_state: redis; with memory, the holder "
+                   "takes over all pending entries)")
 @click.option("--from-start", is_flag=True,
               help="a new group starts at the stream's first entry (default: its end); "
                    "an existing group keeps its position")
@@ -124,7 +125,8 @@ def detect_run(config: Path | None, consumer_name: str | None, batch: int, block
     hook = settings.anomaly.webhook
     click.echo(
         f"authsvc: consumer {name} of group {consumer.stream.group} on {consumer.stream.key} "
-        f"at redis {live.address}; {len(consumer.engine.detectors)} detectors; webhook: "
+        f"at redis {live.address}; {len(consumer.engine.detectors)} detectors; state: "
+        f"{settings.anomaly.consumer_state}; webhook: "
         f"{hook.url if hook else 'none'}"
         + (f"; metrics: http://{metrics_bind}/metrics" if metrics_bind else ""),
         err=True,

@@ -45,6 +45,14 @@ def test_minimal_config_has_secure_defaults(tmp_path: Path) -> None:
         (config(keys={"algorithm": "HS256"}), "keys.algorithm: Input should be"),
         (config(keys={"dir": "k", "algo": "ES256"}), "keys.algo: unknown setting"),
         (
+            config(anomaly={"consumer_state": "disk"}),
+            "anomaly.consumer_state: Input should be 'memory' or 'redis'",
+        ),
+        (
+            config(anomaly={"consumer_lease": 1}),
+            "anomaly.consumer_lease: Input should be greater than or equal to 2",
+        ),
+        (
             config(identities={"static": {"users": {"alice": {"password_hash": "plain"}}}}),
             "identities.static.users.alice.password_hash: not a bcrypt hash",
         ),

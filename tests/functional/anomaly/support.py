@@ -16,8 +16,9 @@ from typing import Any
 import redis
 import yaml
 
-from authsvc.anomaly.consumer import Consumer
+from authsvc.anomaly.consumer import Consumer, HoldingConsumer
 from authsvc.anomaly.engine import ALERT_TYPE, Engine
+from authsvc.anomaly.held_state import HeldState, Lease
 from authsvc.anomaly.redis_state import RedisState
 from authsvc.anomaly.replay import build_engine
 from authsvc.anomaly.settings import AnomalySettings
@@ -199,6 +200,31 @@ class Place:
         return Consumer(
             stream, engine, audit, queue=queue, batch=batch, block_ms=50, min_idle=min_idle
         )
+
+    def holder(
+        self,
+        name: str,
+        *,
+        batch: int = 25,
+        lease: float = 10.0,
+        queue: Callable[[Mapping[str, Any]], object] | None = None,
+    ) -> HoldingConsumer:
+        """A consumer of ``anomaly.consumer_state: memory`` (it has not taken over yet)."""
+        stream = GroupStream(self.client, prefix=self.prefix, group="detect", consumer=name)
+        stream.create_group(from_start=True)
+        audit = ChainedAuditLog(
+            StoreAuditLog(self.store, retention_seconds=None),
+            writer=f"detect:{name}",
+            signer=lambda: self.keyring.signing_key,
+            checkpoint_every=5,
+        )
+        state = HeldState(self.client, prefix=self.prefix, group="detect")
+        held = Lease(self.client, prefix=self.prefix, group="detect", consumer=name, seconds=lease)
+        engine = build_engine(AnomalySettings(), state)
+        return HoldingConsumer(
+            stream, engine, state, held, audit, queue=queue, batch=batch,
+            block_ms=min(50, held.ms // 3), poll=min(0.05, lease / 4),
+        )  # fmt: skip
 
     def stream(self, name: str = "probe") -> GroupStream:
         return GroupStream(self.client, prefix=self.prefix, group="detect", consumer=name)
