@@ -226,12 +226,10 @@ class FileAuditLog:
     def _append(self, data: bytes) -> None:
         try:
             with self._lock.held():
-                fd = self._current_fd()
-                info = os.fstat(fd)
+                fd, info = self._current_fd()
                 if self._due(info, len(data)):
                     self._rotate(info)
-                    fd = self._current_fd()
-                    info = os.fstat(fd)
+                    fd, info = self._current_fd()
                 self._write(fd, info, data)
         except OSError as exc:
             raise AuditUnavailable(
@@ -241,8 +239,9 @@ class FileAuditLog:
 
     # -- under the lock --------------------------------------------------------------
 
-    def _current_fd(self) -> int:
-        """Our descriptor, reopened when another process rotated the file away."""
+    def _current_fd(self) -> tuple[int, os.stat_result]:
+        """Our descriptor and its ``fstat``, reopened when another process rotated the
+        file away."""
         if self._fd is not None:
             try:
                 on_disk = os.stat(self.path)
@@ -253,11 +252,11 @@ class FileAuditLog:
                 mine.st_dev,
                 mine.st_ino,
             ):
-                return self._fd
+                return self._fd, mine
             self._close_fd()
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         self._fd = os.open(self.path, flags, 0o600)
-        return self._fd
+        return self._fd, os.fstat(self._fd)
 
     def _close_fd(self) -> None:
         if self._fd is not None:
