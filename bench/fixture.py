@@ -76,7 +76,7 @@ class Fixture:
     ) -> Path:
         """``oidc``: also trust its two issuers (``identities.oidc``, rule ``bench-ci``),
         accepting their tokens up to ``oidc_max_age`` seconds old. ``audit``: the
-        ``audit`` section (default: none, i.e. the service's default, an fsynced file at
+        ``audit`` section (default: none, i.e. the service's default, a file (fsync off) at
         ``audit/audit.jsonl`` in the temp dir, shared by every server). ``anomaly``: the
         ``anomaly`` section (default: none, i.e. the service's defaults, the brute-force
         backoff on; ``{"backoff": {"enabled": False}}`` turns it off). ``name``: the

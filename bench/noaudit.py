@@ -9,9 +9,9 @@ in the gunicorn master, so every forked worker (and a reload) has it. The servic
 builds each event and calls ``record``: what is left out is the audit pipeline itself.
 
 The service has no such setting on purpose (no decision goes unrecorded), and
-``audit.file.path: /dev/null`` is not one either: ``fdatasync`` on /dev/null fails
-(EINVAL), so every request would be denied (503), and its lock file would be created as
-``/dev/null.lock``.
+``audit.file.path: /dev/null`` is not one either: the hash chain would still run, its
+lock file would be created as ``/dev/null.lock``, and with ``fsync: true`` every request
+would be denied (503), ``fdatasync`` on /dev/null failing with EINVAL.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ OIDC_CASES: Mapping[str, str] = {
 #: the audit cases compared with it (the same request and configuration but the sink).
 NO_AUDIT = "n-no-audit"
 AUDIT_CASES: Mapping[str, str] = {
-    "h-audit-file": "file sink, one fdatasync per event",
+    "h-audit-file": "file sink, one write per event (fsync off, the default)",
     "i-audit-redis": "redis sink",
 }
 #: An audited anonymous pull should reach this fraction of the no-audit baseline.
@@ -221,7 +221,7 @@ def audit_summary(outcome: StoreResult) -> list[AuditRow]:
         return []
     rows = []
     what = {NO_AUDIT: "auditing patched out (baseline)",
-            "a-anonymous": "service default: file sink (fdatasync), OIDC configured",
+            "a-anonymous": "service default: file sink, OIDC configured",
             **AUDIT_CASES}
     for case in (NO_AUDIT, "a-anonymous", *AUDIT_CASES):
         r = by_case.get(case)
@@ -415,8 +415,8 @@ def notes(outcomes: Sequence[StoreResult], options: Options) -> list[str]:
         "moves with the noise).",
         f"audit: {NO_AUDIT} is authsvc with build_audit patched to a log that keeps "
         "nothing (bench/noaudit.py; the service has no such setting, and audit.file.path "
-        "/dev/null is no way round it: fdatasync on /dev/null fails with EINVAL, so every "
-        "request would get 503, and the lock file would be /dev/null.lock). "
+        "/dev/null is no way round it: the chain would still run, the lock file would be "
+        "/dev/null.lock, and with fsync on, fdatasync on /dev/null fails with EINVAL). "
         "n, h and i share one configuration (no OIDC issuers) but for the audit section "
         "and run back to back in each round; a-anonymous is the service's default (file "
         "sink) with the OIDC issuers configured. vs no-audit / vs a-anon: median over the "
