@@ -246,7 +246,12 @@ class HoldingConsumer(Consumer):
             keys,
             self.state.at or "none",
         )
-        return self.claim(stop, min_idle_ms=0)
+        taken = self.claim(stop, min_idle_ms=0)
+        # Only the holder reads: a consumer with nothing pending, idle for a lease, is a
+        # holder that is gone (names are host:pid: every restart adds one).
+        for name in self.stream.forget_consumers(self.lease.ms):
+            log.info("removed consumer %s from the group (nothing pending, idle)", name)
+        return taken
 
     def claim(self, stop: threading.Event | None = None, *, min_idle_ms: int | None = None) -> int:
         cursor, taken = "0-0", 0

@@ -121,6 +121,8 @@ def test_a_holder_killed_mid_batch_leaves_its_successor_the_state_exactly_once(
     close(first, second)
 
     assert second.metrics.count("claimed") == pending
+    consumers = place.client.xinfo_consumers(place.stream().key, "detect")
+    assert [c["name"] for c in consumers] == ["c2"]  # the dead holder's name is gone
     # Each event moved the state once: the same counts, the same alerts, the same ids.
     assert second.state.data == replay_state.data
     recorded = alerts_of(stream_events(place.store))
