@@ -18,10 +18,10 @@ cost: b / j), (d) refresh-token POST, (e) an RS256 OIDC token as the Basic-auth
 password, re-sent, (f) the same with ES256, (g) a new ES256 OIDC token every request,
 (c) Basic auth with the cache off, the floor again. Each round also measures the audit
 trail's cost on anonymous pulls: (n) authsvc with auditing patched out
-(``bench/noaudit.py``, the no-audit baseline), (h) the default file sink (one write per event, fsync off), (i)
-the Redis stream sink; after the last store, ``authsvc audit export`` of the run's audit
-file in every format (``bench/export.py``). The OIDC issuers (``bench/oidc_issuer.py``)
-run on 127.0.0.1 in this process for the whole run.
+(``bench/noaudit.py``, the no-audit baseline), (h) the default file sink (one write
+per event, fsync off), (i) the Redis stream sink; after the last store, ``authsvc audit
+export`` of the run's audit file in every format (``bench/export.py``). The OIDC
+issuers (``bench/oidc_issuer.py``) run on 127.0.0.1 in this process for the whole run.
 Each case is reported as tokens/s, p50/p99 latency, errors and its ratio to the mean of
 the two floor runs (with ``--rounds N``, every case but c is repeated N times, each
 round between two floor runs, and medians are reported); b against j and the audit
@@ -203,7 +203,7 @@ def run_store(
              "in the store)", cached, Load(OIDC_PATH, *full, pool=pool)),
             (NO_AUDIT, "anonymous pull, GET, auditing patched out (bench/noaudit.py)",
              noaudit, Load(ANON_PATH, *full)),
-            ("h-audit-file", "anonymous pull, GET, audit sink file (one write per event, fsync off)",
+            ("h-audit-file", "anonymous pull, GET, audit sink file (a write per event, no fsync)",
              audit_file, Load(ANON_PATH, *full)),
             ("i-audit-redis", "anonymous pull, GET, audit sink redis ("
              + ("in-process stream" if storage.startswith("memory://")
