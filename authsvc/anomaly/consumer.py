@@ -97,18 +97,7 @@ class Consumer:
 
     def claim(self, stop: threading.Event | None = None) -> int:
         """Take over and process the entries idle past ``min_idle``; how many."""
-        cursor, taken = "0-0", 0
-        while stop is None or not stop.is_set():
-            cursor, entries = self.stream.claim(self._min_idle_ms, self._batch, cursor)
-            if entries:
-                log.info(
-                    "claimed %d entries idle for %d ms or more", len(entries), self._min_idle_ms
-                )
-                self.metrics.add("claimed", len(entries))
-                taken += len(entries)
-                self._handle(entries, stop)
-            if cursor == "0-0":
-                break
+        taken = self._claim(self._min_idle_ms, stop)
         for name in self.stream.forget_consumers(max(FORGET_IDLE_MS, 10 * self._min_idle_ms)):
             log.info("removed consumer %s from the group (nothing pending, idle)", name)
         return taken
@@ -121,19 +110,40 @@ class Consumer:
             done += len(entries)
         return done
 
+    def _claim(self, min_idle_ms: int, stop: threading.Event | None) -> int:
+        cursor, taken = "0-0", 0
+        while stop is None or not stop.is_set():
+            cursor, entries = self.stream.claim(min_idle_ms, self._batch, cursor)
+            if entries:
+                log.info("claimed %d entries idle for %d ms or more", len(entries), min_idle_ms)
+                self.metrics.add("claimed", len(entries))
+                taken += len(entries)
+                self._handle(entries, stop)
+            if cursor == "0-0":
+                break
+        return taken
+
     def _handle(self, entries: Sequence[Entry], stop: threading.Event | None) -> bool:
         """Process entries in order, then acknowledge those processed; False if none."""
         processed: list[str] = []
         for entry in entries:
             if stop is not None and stop.is_set():
                 break
-            if entry.event is not None:
+            if entry.event is not None and self._new(entry):
                 self._process(entry)
             processed.append(entry.id)
-        self.engine.flush()  # the state holds every processed event before the ack
+        self._keep(processed)
         self.stream.ack(processed)
         self.metrics.add("events", len(processed))
         return bool(entries)
+
+    def _new(self, entry: Entry) -> bool:
+        """False for an entry the state holds already (it is only acknowledged)."""
+        return True
+
+    def _keep(self, processed: list[str]) -> None:
+        """Make the state hold the processed entries, before they are acknowledged."""
+        self.engine.flush()
 
     def _process(self, entry: Entry) -> None:
         assert entry.event is not None
@@ -246,51 +256,24 @@ class HoldingConsumer(Consumer):
             keys,
             self.state.at or "none",
         )
-        taken = self.claim(stop, min_idle_ms=0)
+        taken = self._claim(0, stop)
         # Only the holder reads: a consumer with nothing pending, idle for a lease, is a
         # holder that is gone (names are host:pid: every restart adds one).
         for name in self.stream.forget_consumers(self.lease.ms):
             log.info("removed consumer %s from the group (nothing pending, idle)", name)
         return taken
 
-    def claim(self, stop: threading.Event | None = None, *, min_idle_ms: int | None = None) -> int:
-        cursor, taken = "0-0", 0
-        idle = self._min_idle_ms if min_idle_ms is None else min_idle_ms
-        while stop is None or not stop.is_set():
-            cursor, entries = self.stream.claim(idle, self._batch, cursor)
-            if entries:
-                self.metrics.add("claimed", len(entries))
-                taken += len(entries)
-                self._handle(entries, stop)
-            if cursor == "0-0":
-                break
-        if taken:
-            log.info("claimed %d entries left pending in the group", taken)
-        return taken
-
     def drain(self) -> int:
         """Take over, then process entries until none is new (tests, benchmarks)."""
         if not self.lease.acquire():
             raise LeaseLost(f"the lease is held by {self.lease.current() or 'nobody'}")
-        done = self.take_over()
-        while entries := self.stream.read(self._batch, 1):
-            self._handle(entries, None)
-            done += len(entries)
-        return done
+        return self.take_over() + super().drain()
 
-    def _handle(self, entries: Sequence[Entry], stop: threading.Event | None) -> bool:
-        """Process the entries the state does not hold yet, checkpoint, acknowledge."""
-        processed: list[str] = []
-        for entry in entries:
-            if stop is not None and stop.is_set():
-                break
-            if entry.event is not None and not self.state.holds(entry.id):
-                self._process(entry)
-            processed.append(entry.id)
+    def _new(self, entry: Entry) -> bool:
+        return not self.state.holds(entry.id)
+
+    def _keep(self, processed: list[str]) -> None:
         if processed:
-            self.state.checkpoint(self.lease, processed[-1])
+            self.state.checkpoint(self.lease, processed[-1])  # also renews the lease
         else:
             self.lease.renew()
-        self.stream.ack(processed)
-        self.metrics.add("events", len(processed))
-        return bool(entries)

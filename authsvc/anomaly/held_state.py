@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import redis
 
 from authsvc.anomaly.engine import OPEN_ALERT
 from authsvc.anomaly.state import MemoryState
+from authsvc.anomaly.stream import guard
 from authsvc.errors import StoreUnavailable
 
 __all__ = ["HeldState", "Lease", "LeaseLost", "entry_order"]
@@ -258,11 +258,5 @@ def _decode(key: str, text: object) -> tuple[int, Any]:
     raise StoreUnavailable(f"the detector state in Redis holds an unreadable entry: {key!r}")
 
 
-@contextmanager
-def _guard() -> Iterator[None]:
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise StoreUnavailable(f"the detector state in Redis did not answer: {exc}") from exc
-    except redis.RedisError as exc:
-        raise StoreUnavailable(f"the detector state in Redis failed: {exc}") from exc
+def _guard() -> AbstractContextManager[None]:
+    return guard("the detector state")

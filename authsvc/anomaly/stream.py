@@ -95,7 +95,7 @@ class GroupStream:
     def create_group(self, *, from_start: bool) -> bool:
         """Create the group (and the stream) unless it exists; True if created. A new
         group starts at the stream's end, or with ``from_start`` at its first entry."""
-        with _guard():
+        with guard():
             try:
                 self._client.xgroup_create(
                     self.key, self.group, id="0" if from_start else "$", mkstream=True
@@ -109,7 +109,7 @@ class GroupStream:
     def read(self, count: int, block_ms: int | None = None, *, own: bool = False) -> list[Entry]:
         """New entries (waiting up to ``block_ms``), or with ``own`` the entries this
         consumer was given before and did not acknowledge (a restart under one name)."""
-        with _guard():
+        with guard():
             reply: Any = self._client.xreadgroup(
                 self.group, self.consumer, {self.key: "0" if own else ">"},
                 count=count, block=None if own else block_ms,
@@ -122,7 +122,7 @@ class GroupStream:
         """Take up to ``count`` entries idle for ``min_idle_ms`` from other consumers
         (XAUTOCLAIM); the cursor to go on from ("0-0": done). Entries trimmed from the
         stream meanwhile are dropped from the pending list by Redis itself."""
-        with _guard():
+        with guard():
             reply: Any = self._client.xautoclaim(
                 self.key, self.group, self.consumer, min_idle_ms, start_id=start, count=count
             )
@@ -131,11 +131,11 @@ class GroupStream:
 
     def ack(self, ids: Sequence[str]) -> None:
         if ids:
-            with _guard():
+            with guard():
                 self._client.xack(self.key, self.group, *ids)
 
     def backlog(self) -> Backlog:
-        with _guard():
+        with guard():
             groups: Any = self._client.xinfo_groups(self.key)
         for info in groups:
             if info.get("name") == self.group:
@@ -147,7 +147,7 @@ class GroupStream:
         """Remove consumers with nothing pending, idle for ``idle_ms``: the names of
         stopped processes (a live one is only recreated by its next read)."""
         forgotten: list[str] = []
-        with _guard():
+        with guard():
             consumers: Any = self._client.xinfo_consumers(self.key, self.group)
             for info in consumers:
                 name = str(info.get("name"))
@@ -158,14 +158,14 @@ class GroupStream:
         return forgotten
 
     def begin_record(self, event_id: str, lock_ms: int) -> RecordState:
-        with _guard():
+        with guard():
             reply: object = self._begin(
                 keys=[self._seen + event_id, self._lock + event_id], args=[self.consumer, lock_ms]
             )
         return RecordState(str(reply))
 
     def end_record(self, event_id: str) -> None:
-        with _guard():
+        with guard():
             self._end(keys=[self._lock + event_id], args=[self.consumer])
 
 
@@ -183,10 +183,12 @@ def _entry(entry_id: object, fields: object) -> Entry:
 
 
 @contextmanager
-def _guard() -> Iterator[None]:
+def guard(what: str = "the audit stream") -> Iterator[None]:
+    """Redis errors as StoreUnavailable, naming ``what`` was being read or written."""
     try:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise StoreUnavailable(f"the audit stream in Redis did not answer: {exc}") from exc
+        raise StoreUnavailable(f"{what} in Redis did not answer: {exc}") from exc
     except redis.RedisError as exc:
-        raise StoreUnavailable(f"the audit stream in Redis failed: {exc}") from exc
+        raise StoreUnavailable(f"{what} in Redis failed: {exc}") from exc
+

@@ -187,14 +187,7 @@ class Place:
         batch: int = 25,
         min_idle: float = 30.0,
     ) -> Consumer:
-        stream = GroupStream(self.client, prefix=self.prefix, group="detect", consumer=name)
-        stream.create_group(from_start=True)
-        audit = ChainedAuditLog(
-            StoreAuditLog(self.store, retention_seconds=None),
-            writer=f"detect:{name}",
-            signer=lambda: self.keyring.signing_key,
-            checkpoint_every=5,
-        )
+        stream, audit = self._parts(name)
         state = RedisState(self.client, prefix=self.prefix)
         engine = engine or build_engine(AnomalySettings(), state)
         return Consumer(
@@ -210,6 +203,17 @@ class Place:
         queue: Callable[[Mapping[str, Any]], object] | None = None,
     ) -> HoldingConsumer:
         """A consumer of ``anomaly.consumer_state: memory`` (it has not taken over yet)."""
+        stream, audit = self._parts(name)
+        state = HeldState(self.client, prefix=self.prefix, group="detect")
+        held = Lease(self.client, prefix=self.prefix, group="detect", consumer=name, seconds=lease)
+        engine = build_engine(AnomalySettings(), state)
+        return HoldingConsumer(
+            stream, engine, state, held, audit, queue=queue, batch=batch,
+            block_ms=min(50, held.ms // 3), poll=min(0.05, lease / 4),
+        )  # fmt: skip
+
+    def _parts(self, name: str) -> tuple[GroupStream, ChainedAuditLog]:
+        """The consumer's view of the group (created from the start) and its audit log."""
         stream = GroupStream(self.client, prefix=self.prefix, group="detect", consumer=name)
         stream.create_group(from_start=True)
         audit = ChainedAuditLog(
@@ -218,13 +222,7 @@ class Place:
             signer=lambda: self.keyring.signing_key,
             checkpoint_every=5,
         )
-        state = HeldState(self.client, prefix=self.prefix, group="detect")
-        held = Lease(self.client, prefix=self.prefix, group="detect", consumer=name, seconds=lease)
-        engine = build_engine(AnomalySettings(), state)
-        return HoldingConsumer(
-            stream, engine, state, held, audit, queue=queue, batch=batch,
-            block_ms=min(50, held.ms // 3), poll=min(0.05, lease / 4),
-        )  # fmt: skip
+        return stream, audit
 
     def stream(self, name: str = "probe") -> GroupStream:
         return GroupStream(self.client, prefix=self.prefix, group="detect", consumer=name)
