@@ -13,14 +13,19 @@ now (the detectors' Redis expiries follow the server's clock).
 It starts a private redis-server (no persistence), and measures, in this order:
 
 * replay: ``build_engine(settings, MemoryState())`` over the events, in this process;
-* consumer: the code of ``authsvc detect run`` in this process (a ``Consumer`` on a
-  group over the stream, state in Redis, alerts recorded through a chained audit log),
-  draining a stream that already holds the events; also redis-server's CPU and the
-  commands it ran per event (INFO), and with ``--profile`` the hottest functions;
-* with ``--processes N``: N ``authsvc detect run`` processes sharing a group on a fresh
-  copy of the stream, timed from the first entry read to the group caught up.
+* consumer, for each ``anomaly.consumer_state`` (``memory``, the default: a
+  ``HoldingConsumer`` whose state is in this process, checkpointed to Redis after
+  every batch; ``redis``: a ``Consumer`` whose state is shared in Redis): the code of
+  ``authsvc detect run`` in this process, on a group over a stream of its own that
+  already holds the events, alerts recorded through a chained audit log, until the
+  stream is drained; also redis-server's CPU and the commands it ran per event (INFO),
+  and with ``--profile`` the hottest functions;
+* with ``--processes N``, for each state: N ``authsvc detect run`` processes on one
+  group over a fresh copy of the stream, timed from the first entry read to the group
+  caught up (with ``memory`` one of them holds the state and works).
 
-The target is 5,000 events/s per consumer process. The machine is shared and noisy:
+The target is 5,000 events/s per consumer process (the default state's verdict
+decides the exit status). The machine is shared and noisy:
 compare the two rates of one run, not figures across runs. Results also go to
 ``bench/detect_consumer.json`` (git-ignored).
 """
