@@ -230,10 +230,15 @@ class HoldingConsumer(Consumer):
     def run(self, stop: threading.Event) -> None:
         """Hold the state whenever the lease can be had, until ``stop`` is set. Raises
         StoreUnavailable when Redis fails (the lease then runs out by itself)."""
+        standing_by = False
         while not stop.is_set():
             if not self.lease.acquire():
+                if not standing_by:
+                    log.info("standing by: %s holds the detector state", self.lease.current())
+                    standing_by = True
                 stop.wait(self._poll)
                 continue
+            standing_by = False
             try:
                 self.take_over(stop)
                 while not stop.is_set():

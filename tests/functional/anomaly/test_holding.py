@@ -5,6 +5,7 @@ replay's, alert ids included."""
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -149,7 +150,10 @@ def test_a_holder_that_lost_its_lease_cannot_overwrite_its_successor(place: Plac
     close(first, second)
 
 
-def test_a_standby_takes_over_when_the_holder_stops(place: Place) -> None:
+def test_a_standby_takes_over_when_the_holder_stops(
+    place: Place, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="authsvc.anomaly.consumer")
     events = feed(place)
     holder, standby = place.holder("c1"), place.holder("c2")
     stops = {holder: threading.Event(), standby: threading.Event()}
@@ -168,6 +172,8 @@ def test_a_standby_takes_over_when_the_holder_stops(place: Place) -> None:
     threads[standby].start()
     probe = place.stream()
     try:
+        standing_by = f"standing by: {holder.lease.holder} holds the detector state"
+        wait_for(lambda: standing_by in caplog.text, 10, "the second consumer to stand by")
         wait_for(lambda: errors or probe.backlog() == (0, 0), 60, "the holder to catch up")
         assert standby.metrics.count("events") == 0  # it stood by
 
