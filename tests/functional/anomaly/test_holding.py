@@ -101,7 +101,7 @@ def test_a_holder_killed_mid_batch_leaves_its_successor_the_state_exactly_once(
 ) -> None:
     events = feed(place)
     expected, replay_state = replayed(events)
-    first = place.holder("c1", lease=0.5)
+    first = place.holder("c1", lease=1.0)
     assert first.lease.acquire()
     first.take_over()
     for _ in range(8):  # eight batches: processed, checkpointed, acknowledged
@@ -114,7 +114,7 @@ def test_a_holder_killed_mid_batch_leaves_its_successor_the_state_exactly_once(
     pending = place.stream().backlog().pending
     assert pending == len(batch)
 
-    second = place.holder("c2", lease=0.5)
+    second = place.holder("c2", lease=1.0)
     assert not second.lease.acquire()  # the dead holder's lease runs on for a while
     wait_for(second.lease.acquire, 5, "the dead holder's lease to run out")
     second.drain()
