@@ -122,8 +122,6 @@ def test_a_holder_killed_mid_batch_leaves_its_successor_the_state_exactly_once(
     close(first, second)
 
     assert second.metrics.count("claimed") == pending
-    consumers = place.client.xinfo_consumers(place.stream().key, "detect")
-    assert [c["name"] for c in consumers] == ["c2"]  # the dead holder's name is gone
     # Each event moved the state once: the same counts, the same alerts, the same ids.
     assert second.state.data == replay_state.data
     recorded = alerts_of(stream_events(place.store))
@@ -194,6 +192,20 @@ def test_a_standby_takes_over_when_the_holder_stops(
     assert alert_keys(alerts_of(stream_events(place.store))) == alert_keys(expected)
     assert checkpointed(place).data == replay_state.data
     assert place.client.exists(holder.lease.key) == 0  # the standby let go when stopped
+
+
+def test_a_takeover_removes_gone_holders_from_the_group(place: Place) -> None:
+    feed(place)
+    gone = place.holder("gone")
+    gone.drain()  # reads and acknowledges everything: nothing pending under its name
+    gone.lease.release()
+    time.sleep(0.35)
+    holder = place.holder("now", lease=0.3)
+    holder.drain()
+    close(gone, holder)
+
+    consumers = place.client.xinfo_consumers(place.stream().key, "detect")
+    assert [c["name"] for c in consumers] == ["now"]
 
 
 def test_an_unreadable_checkpoint_is_refused_with_the_key_it_names(place: Place) -> None:
