@@ -199,13 +199,16 @@ def test_a_takeover_removes_gone_holders_from_the_group(place: Place) -> None:
     gone = place.holder("gone")
     gone.drain()  # reads and acknowledges everything: nothing pending under its name
     gone.lease.release()
+    names = [c["name"] for c in place.client.xinfo_consumers(place.stream().key, "detect")]
+    assert names == ["gone"]
     time.sleep(0.35)
     holder = place.holder("now", lease=0.3)
     holder.drain()
     close(gone, holder)
 
-    consumers = place.client.xinfo_consumers(place.stream().key, "detect")
-    assert [c["name"] for c in consumers] == ["now"]
+    names = [c["name"] for c in place.client.xinfo_consumers(place.stream().key, "detect")]
+    assert "gone" not in names and names in ([], ["now"])  # (whether a read of nothing
+    # makes a consumer depends on the Redis version)
 
 
 def test_an_unreadable_checkpoint_is_refused_with_the_key_it_names(place: Place) -> None:
