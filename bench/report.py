@@ -167,6 +167,14 @@ def _signed(value: float) -> str:
     return f"{value:+.0f}"
 
 
+def _extras(cpu_us: float | None, server_us: float | None, baseline: bool) -> tuple[str, str]:
+    """The +cpu us and +server us columns of a row against its table's baseline."""
+    def column(value: float | None) -> str:
+        return "" if baseline or value is None else _signed(value)
+
+    return column(cpu_us), column(server_us)
+
+
 def _round_ratios(case: CaseResult, base: CaseResult) -> list[float]:
     """The case's tokens/s over the base's, round by round (runs of the same round)."""
     return [c.rate / b.rate for c, b in zip(case.runs, base.runs, strict=False) if b.rate > 0]
@@ -314,10 +322,7 @@ def format_audit_table(outcomes: Sequence[StoreResult]) -> str:
                 _ratio(row.vs_no_audit),
                 "" if row.target is None else f">= {row.target:.2f}", row.verdict,
                 _ratio(row.vs_anonymous), _ratio(row.vs_floor), _micros(row.cpu_us_per_token),
-                "" if row.case == NO_AUDIT or row.extra_cpu_us is None
-                else _signed(row.extra_cpu_us),
-                "" if row.case == NO_AUDIT or row.extra_server_us is None
-                else _signed(row.extra_server_us),
+                *_extras(row.extra_cpu_us, row.extra_server_us, row.case == NO_AUDIT),
                 row.what))
     if not rows:
         return "(no audit cases)"
@@ -332,16 +337,13 @@ def format_detector_table(outcomes: Sequence[StoreResult]) -> str:
     rows = []
     for outcome in outcomes:
         for row in detector_summary(outcome):
-            baseline = row.case == NO_BACKOFF
             rows.append((
                 row.case, row.store,
                 f"{row.rate:.1f}" if not row.errors else f"({row.rate:.1f})",
                 _ratio(row.vs_no_backoff),
                 "" if row.target is None else f">= {row.target:.2f}", row.verdict,
                 _ratio(row.vs_floor), _micros(row.cpu_us_per_token),
-                "" if baseline or row.extra_cpu_us is None else _signed(row.extra_cpu_us),
-                "" if baseline or row.extra_server_us is None
-                else _signed(row.extra_server_us),
+                *_extras(row.extra_cpu_us, row.extra_server_us, row.case == NO_BACKOFF),
                 row.what))
     if not rows:
         return "(no in-request detector cases)"

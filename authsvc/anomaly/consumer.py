@@ -98,8 +98,7 @@ class Consumer:
     def claim(self, stop: threading.Event | None = None) -> int:
         """Take over and process the entries idle past ``min_idle``; how many."""
         taken = self._claim(self._min_idle_ms, stop)
-        for name in self.stream.forget_consumers(max(FORGET_IDLE_MS, 10 * self._min_idle_ms)):
-            log.info("removed consumer %s from the group (nothing pending, idle)", name)
+        self._forget(max(FORGET_IDLE_MS, 10 * self._min_idle_ms))
         return taken
 
     def drain(self) -> int:
@@ -122,6 +121,11 @@ class Consumer:
             if cursor == "0-0":
                 break
         return taken
+
+    def _forget(self, idle_ms: int) -> None:
+        """Remove from the group the consumers with nothing pending, idle ``idle_ms``."""
+        for name in self.stream.forget_consumers(idle_ms):
+            log.info("removed consumer %s from the group (nothing pending, idle)", name)
 
     def _handle(self, entries: Sequence[Entry], stop: threading.Event | None) -> bool:
         """Process entries in order, then acknowledge those processed; False if none."""
@@ -215,12 +219,10 @@ class HoldingConsumer(Consumer):
         batch: int = 100,
         block_ms: int = 1000,
         poll: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(
-            stream, engine, audit, metrics=metrics, queue=queue, batch=batch,
-            block_ms=block_ms, clock=clock,
-        )  # fmt: skip
+            stream, engine, audit, metrics=metrics, queue=queue, batch=batch, block_ms=block_ms
+        )
         if block_ms >= lease.ms:
             raise ValueError("block_ms must be shorter than the lease, which each read renews")
         self.state = state
@@ -264,14 +266,13 @@ class HoldingConsumer(Consumer):
         taken = self._claim(0, stop)
         # Only the holder reads: a consumer with nothing pending, idle for a lease, is a
         # holder that is gone (names are host:pid: every restart adds one).
-        for name in self.stream.forget_consumers(self.lease.ms):
-            log.info("removed consumer %s from the group (nothing pending, idle)", name)
+        self._forget(self.lease.ms)
         return taken
 
     def drain(self) -> int:
         """Take over, then process entries until none is new (tests, benchmarks)."""
         if not self.lease.acquire():
-            raise LeaseLost(f"the lease is held by {self.lease.current() or 'nobody'}")
+            raise self.lease.lost()
         return self.take_over() + super().drain()
 
     def _new(self, entry: Entry) -> bool:

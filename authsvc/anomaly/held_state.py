@@ -134,7 +134,11 @@ class Lease:
         with _guard():
             if self._renew(keys=[self.key], args=[self.holder, self.ms]):
                 return
-        raise LeaseLost(f"the lease is held by {self.current() or 'nobody'} now")
+        raise self.lost()
+
+    def lost(self) -> LeaseLost:
+        """The error for a lease that is not ours, naming who holds it now."""
+        return LeaseLost(f"the lease is held by {self.current() or 'nobody'}")
 
     def release(self) -> None:
         """Let go at once (a stopping holder), so that another consumer takes over."""
@@ -225,7 +229,7 @@ class HeldState(MemoryState):
         with _guard():
             reply: Any = self._checkpoint(keys=[lease.key, self.key, self._at_key], args=args)
         if reply != 1:
-            raise LeaseLost(f"the lease is held by {lease.current() or 'nobody'} now")
+            raise lease.lost()
         self._changed.clear()
         self._alerts.clear()
         self.at = at
@@ -234,12 +238,14 @@ class HeldState(MemoryState):
 def _encode(entry: tuple[int, Any]) -> str:
     expires_at, value = entry
     if isinstance(value, set):
-        return json.dumps([expires_at, "set", sorted(value)], separators=(",", ":"))
-    if isinstance(value, dict):
-        return json.dumps([expires_at, "hash", value], separators=(",", ":"))
-    if isinstance(value, int):
-        return json.dumps([expires_at, "int", value], separators=(",", ":"))
-    return json.dumps([expires_at, "str", str(value)], separators=(",", ":"))
+        kind, value = "set", sorted(value)
+    elif isinstance(value, dict):
+        kind = "hash"
+    elif isinstance(value, int):
+        kind = "int"
+    else:
+        kind, value = "str", str(value)
+    return json.dumps([expires_at, kind, value], separators=(",", ":"))
 
 
 def _decode(key: str, text: object) -> tuple[int, Any]:

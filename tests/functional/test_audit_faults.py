@@ -245,6 +245,13 @@ def assert_each_event_once(events: list[dict[str, Any]]) -> None:
     assert len(ids) == len(set(ids)), "an event is in the sink twice"
 
 
+def assert_each_token_recorded_once(issued: list[dict[str, Any]], granted: list[Answer]) -> None:
+    """Every token answered has exactly one token.issue event (by its jti)."""
+    recorded = event_jtis(issued)
+    for answer in granted:
+        assert recorded.count(answer.jti()) == 1, f"token {answer.jti()} has no single event"
+
+
 # -- the tests -----------------------------------------------------------------------
 
 
@@ -319,9 +326,7 @@ def test_deny_answers_a_token_only_with_its_event_while_redis_crashes(
     events = svc.events()
     issued = load_events(events)
     assert_each_event_once(events)
-    recorded = event_jtis(issued)
-    for answer in granted:
-        assert recorded.count(answer.jti()) == 1, f"token {answer.jti()} has no single event"
+    assert_each_token_recorded_once(issued, granted)
     report = verified(events, keys_dir)
     # A refused event may have reached Redis before it died, so the chain sends it again
     # before its next one: the trail may hold decisions answered 503 (one per worker
@@ -362,9 +367,7 @@ def test_a_killed_worker_loses_no_event_of_a_token_it_gave(
     events = svc.events()
     issued = load_events(events)
     assert_each_event_once(events)
-    recorded = event_jtis(issued)
-    for answer in granted:
-        assert recorded.count(answer.jti()) == 1, f"token {answer.jti()} has no single event"
+    assert_each_token_recorded_once(issued, granted)
     # Recorded before the answer left: a killed worker may leave events of answers lost.
     assert len(granted) <= len(issued) <= len(granted) + len(broken)
     # A writer is host:pid:nonce (the nonce keeps a reused pid from continuing a chain).

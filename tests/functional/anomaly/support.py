@@ -22,6 +22,7 @@ from authsvc.anomaly.held_state import HeldState, Lease
 from authsvc.anomaly.redis_state import RedisState
 from authsvc.anomaly.replay import build_engine
 from authsvc.anomaly.settings import AnomalySettings
+from authsvc.anomaly.state import MemoryState
 from authsvc.anomaly.stream import GroupStream
 from authsvc.audit import MemoryAuditLog
 from authsvc.audit.chain import ChainedAuditLog
@@ -62,6 +63,22 @@ def attack_mix(start: int, *, benign: int = 400, seed: int = 7) -> list[dict[str
         if n == benign * 3 // 4:  # a brute force on one account from one address
             for _ in range(24):
                 events.append(failure("dev07", "192.0.2.200", at))
+    return events
+
+
+def replayed(events: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], MemoryState]:
+    """What ``authsvc detect replay`` finds in the events, and the state it ends with."""
+    state = MemoryState()
+    engine = build_engine(AnomalySettings(), state)
+    return [alert for event in events for alert in engine.process(event)], state
+
+
+def feed(place: Place, start: int | None = None, seed: int = 7) -> list[dict[str, Any]]:
+    """``attack_mix`` from ``start`` (default: 15 minutes ago), chained and appended to
+    the place's audit stream."""
+    at = int(time.time()) - 900 if start is None else start
+    events = chained(attack_mix(at, seed=seed), f"registry-svc:{seed}")
+    append(place.store, events)
     return events
 
 

@@ -14,9 +14,8 @@ from authsvc.anomaly.consumer import Consumer
 from authsvc.anomaly.detectors import build_detectors
 from authsvc.anomaly.engine import Detector, Engine
 from authsvc.anomaly.redis_state import RedisState
-from authsvc.anomaly.replay import build_engine
 from authsvc.anomaly.settings import AnomalySettings
-from authsvc.anomaly.state import MemoryState, Ops
+from authsvc.anomaly.state import Ops
 from authsvc.anomaly.stream import RecordState
 from authsvc.anomaly.view import EventView, Networks
 from authsvc.audit.chain import ChainedAuditLog
@@ -25,9 +24,8 @@ from tests.functional.anomaly.support import (
     Place,
     alert_keys,
     alerts_of,
-    append,
-    attack_mix,
-    chained,
+    feed,
+    replayed,
     stream_events,
     wait_for,
 )
@@ -35,17 +33,6 @@ from tests.functional.anomaly.support import (
 pytestmark = pytest.mark.redis
 
 SETTINGS = AnomalySettings()
-
-
-def replayed(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    engine = build_engine(SETTINGS, MemoryState())
-    return [alert for event in events for alert in engine.process(event)]
-
-
-def feed(place: Place) -> list[dict[str, Any]]:
-    events = chained(attack_mix(int(time.time()) - 900), "registry-svc:1")
-    append(place.store, events)
-    return events
 
 
 def run_until_done(place: Place, consumers: Sequence[Consumer]) -> None:
@@ -75,7 +62,7 @@ def run_until_done(place: Place, consumers: Sequence[Consumer]) -> None:
 
 def test_the_consumer_records_the_alerts_replay_writes(place: Place) -> None:
     events = feed(place)
-    expected = replayed(events)
+    expected, _ = replayed(events)
     assert {a["alert"]["detector"] for a in expected} >= {
         "password_spray", "success_after_spray", "brute_force",
     }  # fmt: skip
@@ -94,7 +81,7 @@ def test_the_consumer_records_the_alerts_replay_writes(place: Place) -> None:
 
 def test_two_consumers_share_a_stream_without_duplicate_alerts(place: Place) -> None:
     events = feed(place)
-    expected = replayed(events)
+    expected, _ = replayed(events)
     first, second = place.consumer("c1", batch=10), place.consumer("c2", batch=10)
 
     run_until_done(place, [first, second])
@@ -135,7 +122,7 @@ def test_events_processed_again_record_no_alert_twice(place: Place) -> None:
 
 def test_a_consumer_waits_while_another_records_the_same_alert(place: Place) -> None:
     events = feed(place)
-    alert = replayed(events)[0]
+    alert = replayed(events)[0][0]
     other = place.stream("other")
     assert other.begin_record(alert["event_id"], 10_000) is RecordState.OURS
     consumer = place.consumer("c1")
@@ -170,7 +157,7 @@ def test_entries_left_by_a_dead_consumer_are_claimed(place: Place) -> None:
     survivor._audit.close()  # type: ignore[attr-defined]
 
     assert survivor.metrics.count("claimed") == 40
-    assert alert_keys(alerts_of(stream_events(place.store))) == alert_keys(replayed(events))
+    assert alert_keys(alerts_of(stream_events(place.store))) == alert_keys(replayed(events)[0])
     place.verify()
 
 
@@ -184,7 +171,7 @@ def test_a_consumer_restarted_under_its_name_reads_what_it_left_first(place: Pla
     restarted._audit.close()  # type: ignore[attr-defined]
 
     assert restarted.metrics.count("claimed") == 0
-    assert alert_keys(alerts_of(stream_events(place.store))) == alert_keys(replayed(events))
+    assert alert_keys(alerts_of(stream_events(place.store))) == alert_keys(replayed(events)[0])
 
 
 class _Fails:

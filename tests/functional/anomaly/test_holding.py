@@ -9,42 +9,23 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
 
 import pytest
 
 from authsvc.anomaly.consumer import HoldingConsumer
 from authsvc.anomaly.held_state import HeldState, LeaseLost
-from authsvc.anomaly.replay import build_engine
-from authsvc.anomaly.settings import AnomalySettings
-from authsvc.anomaly.state import MemoryState
 from authsvc.errors import StoreUnavailable
 from tests.functional.anomaly.support import (
     Place,
     alert_keys,
     alerts_of,
-    append,
-    attack_mix,
-    chained,
+    feed,
+    replayed,
     stream_events,
     wait_for,
 )
 
 pytestmark = pytest.mark.redis
-
-
-def replayed(events: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], MemoryState]:
-    state = MemoryState()
-    engine = build_engine(AnomalySettings(), state)
-    return [alert for event in events for alert in engine.process(event)], state
-
-
-def feed(place: Place, start: int | None = None, seed: int = 7) -> list[dict[str, Any]]:
-    at = int(time.time()) - 900 if start is None else start
-    events = chained(attack_mix(at, seed=seed), f"registry-svc:{seed}")
-    append(place.store, events)
-    return events
 
 
 def checkpointed(place: Place) -> HeldState:

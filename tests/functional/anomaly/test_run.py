@@ -15,9 +15,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from authsvc.anomaly.replay import build_engine
-from authsvc.anomaly.settings import AnomalySettings
-from authsvc.anomaly.state import MemoryState
 from authsvc.app import create_app
 from authsvc.audit.verify import public_keys, verify_events
 from authsvc.cli import main
@@ -33,6 +30,7 @@ from tests.functional.anomaly.support import (
     append,
     attack_mix,
     chained,
+    replayed,
     stream_events,
     wait_for,
     write_config,
@@ -82,8 +80,7 @@ def test_a_killed_consumer_s_events_are_taken_over_and_each_alert_written_once(
     store = RedisStore.from_url(private_redis.url, prefix="authsvc:")
     events = chained(attack_mix(int(time.time()) - 1800, benign=2500), "registry-svc:1")
     append(store, events)
-    engine = build_engine(AnomalySettings(), MemoryState())
-    expected = [alert for event in events for alert in engine.process(event)]
+    expected, _ = replayed(events)
     log = tmp_path / "detect.log"
 
     first = start(config, log, "--consumer", "c1", "--from-start", "--batch", "20")
