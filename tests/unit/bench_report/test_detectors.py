@@ -78,3 +78,10 @@ def test_json_holds_the_rows(tmp_path: Path) -> None:
     rows = {row["case"]: row for row in store["detectors"]}
     assert rows["b-basic-cached"]["vs_no_backoff"] == pytest.approx(0.9)
     assert rows["b-basic-cached"]["verdict"] == "PASS"
+
+
+def test_the_table_gives_the_extra_cost_of_the_case_only() -> None:
+    table = format_detector_table([outcome([run(800, cpu_us=1200)], [run(1000, cpu_us=1000)])])
+    base_line, case_line = (line for line in table.splitlines() if "redis" in line)
+    assert "+200" in case_line and "+250" in case_line  # CPU, and 1e6/800 - 1e6/1000
+    assert "+" not in base_line.replace("(baseline)", "")  # no extra against itself
