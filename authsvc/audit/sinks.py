@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Protocol, runtime_checkable
 
-from authsvc.audit import AuditLog
+from authsvc.audit import AuditLog, fileio
 from authsvc.errors import ServiceUnavailable
 from authsvc.store import Store
 
@@ -91,7 +91,10 @@ def _describe(exc: OSError) -> str:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
+    written = fileio.write(fd, data)  # all of it, but for a full disk or a signal
+    if written == len(data):
+        return
+    view = memoryview(data)[written:]
     while view:
         written = os.write(fd, view)
         if written <= 0:  # pragma: no cover - a regular file never returns 0 here
@@ -127,16 +130,31 @@ class _FileLock:
         self.threads = threading.Lock()
         self._fd: int | None = None
 
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        with self.threads:
+    def acquire(self) -> None:
+        self.threads.acquire()
+        try:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            if not fileio.try_flock(self._fd):
+                fcntl.flock(self._fd, fcntl.LOCK_EX)  # another process holds it: wait
+        except BaseException:
+            self.threads.release()
+            raise
+
+    def release(self) -> None:
+        try:
+            assert self._fd is not None
+            fileio.unlock(self._fd)
+        finally:
+            self.threads.release()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
 
     def close(self) -> None:
         with self.threads:
@@ -206,6 +224,8 @@ class FileAuditLog:
         self._clock = clock
         self._lock = _FileLock(self.path + ".lock")
         self._fd: int | None = None
+        self._opened = (-1, -1)  # (st_dev, st_ino) of the file self._fd is
+        self._stat = fileio.FileStat(self.path)
         #: Rotated files this instance produced (newest last); for tools and tests.
         self.rotated: list[str] = []
 
@@ -224,13 +244,19 @@ class FileAuditLog:
         self._lock.close()
 
     def _append(self, data: bytes) -> None:
+        # The lock's acquire and release by hand, not ``held()``: this runs once per
+        # batch of events on the token path.
+        lock = self._lock
         try:
-            with self._lock.held():
+            lock.acquire()
+            try:
                 fd, info = self._current_fd()
                 if self._due(info, len(data)):
                     self._rotate(info)
                     fd, info = self._current_fd()
                 self._write(fd, info, data)
+            finally:
+                lock.release()
         except OSError as exc:
             raise AuditUnavailable(
                 f"the audit file {self.path} cannot be written: {_describe(exc)}",
@@ -239,41 +265,39 @@ class FileAuditLog:
 
     # -- under the lock --------------------------------------------------------------
 
-    def _current_fd(self) -> tuple[int, os.stat_result]:
-        """Our descriptor and its ``fstat``, reopened when another process rotated the
-        file away."""
+    def _current_fd(self) -> tuple[int, fileio.FileInfo]:
+        """Our descriptor and the file's ``stat``, reopened when another process
+        rotated the file away.
+
+        One ``stat`` of the path per write: while it is the file we opened (the same
+        device and inode, remembered at the open), its size and mtime are our file's."""
         if self._fd is not None:
-            try:
-                on_disk = os.stat(self.path)
-            except FileNotFoundError:
-                on_disk = None
-            mine = os.fstat(self._fd)
-            if on_disk is not None and (on_disk.st_dev, on_disk.st_ino) == (
-                mine.st_dev,
-                mine.st_ino,
-            ):
-                return self._fd, mine
+            on_disk = self._stat.now()
+            if on_disk is not None and (on_disk.dev, on_disk.ino) == self._opened:
+                return self._fd, on_disk
             self._close_fd()
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         self._fd = os.open(self.path, flags, 0o600)
-        return self._fd, os.fstat(self._fd)
+        info = fileio.FileInfo.of(os.fstat(self._fd))
+        self._opened = (info.dev, info.ino)
+        return self._fd, info
 
     def _close_fd(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
 
-    def _due(self, info: os.stat_result, size: int) -> bool:
-        if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+    def _due(self, info: fileio.FileInfo, size: int) -> bool:
+        if not stat.S_ISREG(info.mode) or info.size == 0:
             return False
-        if info.st_size + size > self._max_bytes:
+        if info.size + size > self._max_bytes:
             return True
         if self._rotate_daily:
-            return int(info.st_mtime // DAY) != int(self._clock() // DAY)
+            return int(info.mtime // DAY) != int(self._clock() // DAY)
         return False
 
-    def _rotate(self, info: os.stat_result) -> None:
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(info.st_mtime))
+    def _rotate(self, info: fileio.FileInfo) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(info.mtime))
         target = f"{self.path}.{stamp}"
         n = 0
         while os.path.lexists(target):  # several rotations within one second
@@ -285,16 +309,16 @@ class FileAuditLog:
         if self._fsync:
             _sync_dir(self.path)
 
-    def _write(self, fd: int, info: os.stat_result, data: bytes) -> None:
+    def _write(self, fd: int, info: fileio.FileInfo, data: bytes) -> None:
         try:
             _write_all(fd, data)
             if self._fsync:
                 _sync(fd)
         except OSError:
             # Cut a half-written line back off (we hold the lock: nobody wrote after it).
-            if stat.S_ISREG(info.st_mode):
+            if stat.S_ISREG(info.mode):
                 with suppress(OSError):
-                    os.ftruncate(fd, info.st_size)
+                    os.ftruncate(fd, info.size)
             raise
 
 
