@@ -121,8 +121,9 @@ def _b64url(raw: bytes) -> str:
 class _Waiting:
     """A queued event and, once its batch is written, how it went.
 
-    Its caller sleeps on ``wake`` (a lock taken for it, released by another thread):
-    one wake-up per event, where a condition shared by all would wake every caller."""
+    A caller that queues behind a leader sleeps on ``wake``, a lock taken for it and
+    released by another thread: one wake-up per event, where a condition shared by all
+    would wake every caller. A caller that leads at once needs none."""
 
     __slots__ = ("done", "draft", "error", "wake")
 
@@ -130,15 +131,15 @@ class _Waiting:
         self.draft = draft
         self.done = False
         self.error: BaseException | None = None
-        self.wake = threading.Lock()
-        self.wake.acquire()
+        self.wake: threading.Lock | None = None
 
 
 def _settle(batch: list[_Waiting], error: BaseException | None) -> None:
     for waiting in batch:
         waiting.error = error
         waiting.done = True
-        waiting.wake.release()
+        if waiting.wake is not None:
+            waiting.wake.release()
 
 
 class ChainedAuditLog:
@@ -200,12 +201,19 @@ class ChainedAuditLog:
         with self._mutex:
             if self._closed:
                 raise RuntimeError("the audit log is closed")
-            self._queue.append(waiting)
-            follow, self._leading = self._leading, True
-        if follow:
-            waiting.wake.acquire()  # released once it is written, or to make us the leader
-        if not waiting.done:
-            self._lead()
+            wake = None
+            if self._leading:
+                wake = waiting.wake = threading.Lock()
+                wake.acquire()
+                self._queue.append(waiting)
+            else:  # nobody leads, so nothing is queued: lead a batch of this one
+                self._leading = True
+        if wake is None:
+            self._lead([waiting])
+        else:
+            wake.acquire()  # released once it is written, or to make us the leader
+            if not waiting.done:
+                self._lead(None)
         if waiting.error is not None:
             raise waiting.error
 
@@ -233,10 +241,12 @@ class ChainedAuditLog:
 
     # -- the leader's ----------------------------------------------------------------
 
-    def _lead(self) -> None:
-        """Write what is queued; then hand the lead to the first caller queued since."""
-        with self._mutex:
-            batch, self._queue = self._queue, []
+    def _lead(self, batch: list[_Waiting] | None) -> None:
+        """Write ``batch``, or what is queued; then hand the lead to the first caller
+        queued since."""
+        if batch is None:
+            with self._mutex:
+                batch, self._queue = self._queue, []
         try:
             self._commit(batch)
         finally:
@@ -244,6 +254,7 @@ class ChainedAuditLog:
                 successor = self._queue[0] if self._queue else None
                 self._leading = successor is not None
             if successor is not None:
+                assert successor.wake is not None  # (queued callers have one)
                 successor.wake.release()
 
     def _commit(self, batch: list[_Waiting]) -> None:
