@@ -51,6 +51,7 @@ from redis.retry import Retry
 
 from authsvc.errors import StoreUnavailable
 from authsvc.store import AUDIT_SEEN_TTL, AuditEntry, BackoffState, SessionRecord
+from authsvc.store.audit_connection import AuditConnection
 from authsvc.store.memory import (
     MAX_DOUBLINGS,
     check_audit_limits,
@@ -200,6 +201,7 @@ class RedisStore:
         self._delete_script = client.register_script(_DELETE_SESSION)
         self._list_script = client.register_script(_LIST_SESSIONS)
         self._append_audit_script = client.register_script(_APPEND_AUDIT)
+        self._audit_connection = AuditConnection(client.connection_pool)
         self._note_failure_script = client.register_script(_NOTE_FAILURE)
 
     @classmethod
@@ -297,7 +299,7 @@ class RedisStore:
             *(text for _, text in batch),
         ]
         with self._guard():
-            reply: object = self._append_audit_script(keys=keys, args=args)
+            reply = self._audit_connection.run(self._append_audit_script, keys, args)
         if not isinstance(reply, int):
             raise self._unexpected(reply)
         return reply
@@ -383,6 +385,7 @@ class RedisStore:
 
     def close(self) -> None:
         with self._guard():
+            self._audit_connection.close()
             self._client.close()
 
     @contextmanager

@@ -655,18 +655,26 @@ def test_redis_append_audit_is_one_round_trip(
     store = RedisStore.from_url(redis_server_url, prefix=_prefix())
     store.append_audit(_events(1, "warm"), max_len=10, min_time_ms=None)  # loads the script
     sent: list[object] = []
+    through_client: list[object] = []
+    connection = store._audit_connection._current()  # the stream's own (audit_connection)
+    send: Callable[..., Any] = connection.send_command
     execute: Callable[..., Any] = store._client.execute_command
 
-    def counting(*args: Any, **options: Any) -> Any:
-        sent.append(args[0])
-        return execute(*args, **options)
+    def counting(log: list[object], call: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any, **options: Any) -> Any:
+            log.append(args[0])
+            return call(*args, **options)
 
-    monkeypatch.setattr(store._client, "execute_command", counting)
+        return counted
+
+    monkeypatch.setattr(connection, "send_command", counting(sent, send))
+    monkeypatch.setattr(store._client, "execute_command", counting(through_client, execute))
     try:
         assert store.append_audit(_events(20), max_len=10, min_time_ms=1) == 20
     finally:
         store.close()
     assert sent == ["EVALSHA"]
+    assert through_client == []
 
 
 # -- backoff counters ---------------------------------------------------------------
