@@ -238,6 +238,7 @@ _PREV_JSON = json.dumps(_PREV_PLACEHOLDER).encode()
 #: What precedes the prev placeholder in a draft's encoding: its top-level chain
 #: member, which sealed is ``"chain":{"hash":…,"prev":…}`` (sorted keys: hash first).
 _CHAIN_OPEN = b'"chain":{"prev":'
+_HEX_DIGITS = "0123456789abcdef"
 
 
 class Draft:
@@ -266,7 +267,7 @@ class Draft:
 
 def seal_draft(draft: Draft, seq: int, prev: str) -> EncodedEvent:
     """The draft's event as ``seal(event with seq, prev)`` would make it."""
-    if draft.template is None or not (prev.isascii() and prev.isalnum()):
+    if draft.template is None or prev.strip(_HEX_DIGITS):  # (not a hex digest)
         return seal({**draft.event, "seq": seq}, prev)
     head, middle, tail = draft.template
     seq_json = b"%d" % seq

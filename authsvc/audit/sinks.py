@@ -234,7 +234,7 @@ class FileAuditLog:
 
     def record_many(self, events: Sequence[Mapping[str, Any]]) -> None:
         """All ``events`` in one write and one fdatasync (they rotate as one block)."""
-        data = b"".join(_encode_line(event) for event in events)
+        data = _encode_line(events[0]) if len(events) == 1 else b"".join(map(_encode_line, events))
         if data:
             self._append(data)
 

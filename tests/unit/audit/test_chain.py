@@ -514,3 +514,8 @@ def test_a_draft_sealed_under_the_lock_is_what_sealing_the_event_makes() -> None
     assert dict(schema.seal_draft(draft, 7, "a" * 64)) == dict(
         schema.seal({**tricky, "seq": 7}, "a" * 64)
     )
+    # A prev that is not a hex digest (never the chain's) is escaped, not spliced raw.
+    odd = 'not "hex"'
+    sealed = schema.seal_draft(schema.Draft(dict(event)), 7, odd)
+    assert dict(sealed) == dict(schema.seal({**event, "seq": 7}, odd))
+    assert sealed.line == schema.seal({**event, "seq": 7}, odd).line

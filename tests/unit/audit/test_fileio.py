@@ -31,10 +31,10 @@ def test_on_linux_the_calls_keep_the_gil() -> None:
 def test_stat_is_what_os_stat_says(calls: str, tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     path.write_bytes(b"x" * 1234)
-    os.utime(path, (1_700_000_000.25, 1_700_000_000.5))
+    os.utime(path, ns=(1_700_000_000_250_000_000, 1_700_000_000_123_456_789))
     info = fileio.FileStat(str(path)).now()
-    assert info == fileio.FileInfo.of(os.stat(path))
-    assert info is not None and info.size == 1234 and info.mtime == 1_700_000_000.5
+    assert info == fileio.FileInfo.of(os.stat(path))  # the float mtime too, to the bit
+    assert info is not None and info.size == 1234 and int(info.mtime) == 1_700_000_000
 
 
 def test_stat_of_no_file_is_none_and_other_errors_raise(calls: str, tmp_path: Path) -> None:
