@@ -27,6 +27,15 @@ def _admin(server: DurableRedis) -> redis.Redis:
     return redis.Redis(port=server.port, decode_responses=True, socket_timeout=5)
 
 
+@pytest.fixture
+def store(durable_redis: DurableRedis) -> RedisStore:
+    """A store on the test's own redis-server, its first event appended (the script
+    loaded, the stream's connection made)."""
+    made = RedisStore.from_url(durable_redis.url, prefix=f"t{secrets.token_hex(4)}:")
+    assert _append(made, _event(1)) == 1
+    return made
+
+
 def test_appends_share_one_connection_of_their_own(durable_redis: DurableRedis) -> None:
     store = RedisStore.from_url(durable_redis.url, prefix=f"t{secrets.token_hex(4)}:")
     admin = _admin(durable_redis)
@@ -39,19 +48,17 @@ def test_appends_share_one_connection_of_their_own(durable_redis: DurableRedis) 
     assert not [c for c in admin.client_list() if c["id"] not in before]
 
 
-def test_a_script_the_server_forgot_is_sent_whole(durable_redis: DurableRedis) -> None:
-    store = RedisStore.from_url(durable_redis.url, prefix=f"t{secrets.token_hex(4)}:")
-    assert _append(store, _event(1)) == 1
+def test_a_script_the_server_forgot_is_sent_whole(
+    durable_redis: DurableRedis, store: RedisStore
+) -> None:
     _admin(durable_redis).script_flush()  # this test's own server
     assert _append(store, _event(2)) == 1
     assert [e["n"] for _, e in store.read_audit()] == [1, 2]
 
 
 def test_a_connection_the_server_closed_is_replaced_without_a_failure(
-    durable_redis: DurableRedis,
+    durable_redis: DurableRedis, store: RedisStore
 ) -> None:
-    store = RedisStore.from_url(durable_redis.url, prefix=f"t{secrets.token_hex(4)}:")
-    assert _append(store, _event(1)) == 1
     admin = _admin(durable_redis)
     assert admin.client_kill_filter(_type="normal", skipme=True) >= 1  # its idle timeout
     assert _append(store, _event(2)) == 1
@@ -59,10 +66,8 @@ def test_a_connection_the_server_closed_is_replaced_without_a_failure(
 
 
 def test_a_stopped_server_fails_the_append_by_name_and_a_restarted_one_takes_the_next(
-    durable_redis: DurableRedis,
+    durable_redis: DurableRedis, store: RedisStore
 ) -> None:
-    store = RedisStore.from_url(durable_redis.url, prefix=f"t{secrets.token_hex(4)}:")
-    assert _append(store, _event(1)) == 1
     durable_redis.shutdown()
     with pytest.raises(StoreUnavailable, match=rf"redis at 127\.0\.0\.1:{durable_redis.port}"):
         _append(store, _event(2))
@@ -84,9 +89,7 @@ def test_a_refused_script_leaves_the_connection_in_step(durable_redis: DurableRe
     assert [e["n"] for _, e in store.read_audit()] == [2]
 
 
-def test_a_forked_child_appends_on_a_connection_of_its_own(durable_redis: DurableRedis) -> None:
-    store = RedisStore.from_url(durable_redis.url, prefix=f"t{secrets.token_hex(4)}:")
-    assert _append(store, _event(1)) == 1
+def test_a_forked_child_appends_on_a_connection_of_its_own(store: RedisStore) -> None:
     pid = os.fork()
     if pid == 0:  # the child: append, and leave without cleaning up the parent's state
         try:
