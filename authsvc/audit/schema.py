@@ -73,22 +73,21 @@ class _Doubt(Exception):
 
 
 def _plain(value: object) -> None:
-    """Pass only values made of exactly dicts with ``str`` keys, lists, strings, ints,
-    booleans and None (what events are made of); raise ``_Doubt`` for anything else.
+    """Pass only values made of exactly dicts, lists, strings, ints, booleans and None
+    (what events are made of); raise ``_Doubt`` for anything else.
 
-    The token path's check: ``_check``'s walk without its paths and key scans."""
+    The token path's check: ``_check``'s walk without its paths, and without the key
+    checks, which orjson makes itself (a key that is not a string fails the encoding,
+    and the exact path then refuses it by name)."""
     if type(value) is dict:
-        for key, member in value.items():
-            if type(key) is not str:
-                raise _Doubt
-            if type(member) not in _LEAVES:
-                _plain(member)
+        members: Any = value.values()
     elif type(value) is list:
-        for member in value:
-            if type(member) not in _LEAVES:
-                _plain(member)
+        members = value
     else:
         raise _Doubt
+    for member in members:
+        if type(member) not in _LEAVES:
+            _plain(member)
 
 
 #: ``bytes.translate`` deletes these, leaving only the lead bytes of 4-byte UTF-8

@@ -89,12 +89,17 @@ def test_values_only_the_exact_path_encodes_come_out_the_same(value: object) -> 
     assert canonical_json(value) == _exact_json(value)
 
 
+class _Key(str):
+    """A key that is a string, but not exactly ``str``."""
+
+
 @pytest.mark.parametrize(
     ("value", "error", "message"),
     [
         ({"a": {"b": float("nan")}}, ValueError, r"\$\.a\.b: floats"),
         ({"a": 1.0}, ValueError, r"\$\.a: floats"),
         ({"a": {1: "x"}}, ValueError, r"\$\.a: keys must be strings"),
+        ({"a": {"b": {_Key("k"): 1}}}, ValueError, r"\$\.a\.b: keys must be strings"),
         # orjson would write these as strings; the standard library refuses them
         ({"when": datetime.datetime(2026, 1, 1)}, TypeError, "not JSON serializable"),
         ({"id": uuid.UUID(int=1)}, TypeError, "not JSON serializable"),
