@@ -21,6 +21,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
 from authsvc.app import Runtime, create_app
+from authsvc.audit.chain import ChainedAuditLog
 from authsvc.config import Settings, load_settings
 from authsvc.errors import ConfigError
 
@@ -67,6 +68,23 @@ def _post_worker_init(worker: Any) -> None:
     signal.signal(signal.SIGHUP, on_hup)
 
 
+def _worker_exit(server: Any, worker: Any) -> None:
+    """On a worker's graceful exit, seal its audit chain with a last signed checkpoint.
+
+    Otherwise the events since its last checkpoint (up to ``checkpoint_seconds`` of
+    them) would stay covered by the hash chain alone, and ``audit verify`` would count
+    them "after the last checkpoint" for ever: no later event of that writer can come.
+    A killed worker cannot do this; a worker that never loaded the app has no chain."""
+    app: Flask | None = getattr(worker, "wsgi", None)
+    runtime: Runtime | None = app.extensions.get("authsvc") if app is not None else None
+    if runtime is None or not isinstance(runtime.audit, ChainedAuditLog):
+        return
+    try:
+        runtime.audit.close()
+    except Exception:
+        log.exception("this worker's audit chain was not sealed with a last checkpoint")
+
+
 class Server(BaseApplication):  # type: ignore[misc]
     def __init__(
         self, settings: Settings, *, bind: str, workers: int, threads: int, timeout: int = 30
@@ -87,6 +105,7 @@ class Server(BaseApplication):  # type: ignore[misc]
             "errorlog": "-",
             "loglevel": "info",
             "post_worker_init": _post_worker_init,
+            "worker_exit": _worker_exit,
             "proc_name": "authsvc",
             "control_socket_disable": True,
         }

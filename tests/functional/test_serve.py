@@ -287,3 +287,41 @@ def test_embedded_default_starts_and_says_so(tmp_path: Path) -> None:
         assert status == 401
     finally:
         stop(served)
+
+
+def test_a_graceful_stop_seals_the_workers_chain_with_a_last_checkpoint(
+    tmp_path: Path, keys_dir: Path
+) -> None:
+    data = base_config(keys_dir)
+    data["audit"] = {"checkpoint_every": 1000, "checkpoint_seconds": 3600}  # none but the last
+    config = tmp_path / "authsvc.yaml"
+    config.write_text(yaml.safe_dump(data))
+    args = ["--config", str(config), "--threads", "2"]
+    served = start(args, tmp_path, tmp_path / "serve.log", config)
+    try:
+        for _ in range(8):
+            status, _, _ = served.request(
+                "GET", f"/token?service={SERVICE}&scope=repository:team/app:pull",
+                headers={"Authorization": AUTH},
+            )
+            assert status == 200
+    finally:
+        stop(served)
+    assert served.process.returncode == 0, served.log_text()[-3000:]
+    lines = (tmp_path / "audit" / "audit.jsonl").read_text().splitlines()
+    by_writer: dict[str, list[dict[str, Any]]] = {}
+    for event in map(json.loads, lines):
+        by_writer.setdefault(event["writer"], []).append(event)
+    assert len(by_writer) == 1, list(by_writer)
+    assert sum(e["type"] == "token.issue" for e in map(json.loads, lines)) == 8
+    for writer, events in by_writer.items():  # (a killed worker's would end with no seal)
+        last = events[-1]
+        assert last["type"] == "audit.checkpoint", (writer, [e["type"] for e in events])
+        assert last["checkpoint"]["first_seq"] == 1
+        assert last["checkpoint"]["last_seq"] == events[-2]["seq"] == len(events) - 1
+    verify = subprocess.run(
+        [sys.executable, "-m", "authsvc", "audit", "verify", "--config", str(config)],
+        capture_output=True, text=True, cwd=tmp_path, check=False,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "1 writers, 1 checkpoints, 0 after the last checkpoint" in verify.stdout
