@@ -17,7 +17,8 @@ Made through ``ctypes.PyDLL``, whose calls keep the GIL:
 - ``FileStat.now``: ``statx(2)`` of a path, into a buffer of the caller's.
 
 Where the C library lacks them (not glibc 2.28+ on Linux), ``AVAILABLE`` is False and
-each falls back to the ``os`` call, with the same results and errors.
+each falls back to the ``os`` call, with the same results and errors; so does
+``FileStat`` where the kernel or a seccomp profile refuses ``statx``.
 """
 
 from __future__ import annotations
@@ -44,25 +45,34 @@ _STATX_FIELDS_AT = 28
 _STATX_SIZE = 256
 
 
-def _bind() -> tuple[Any, Any, Any] | None:
+class _Libc(NamedTuple):
+    flock: Any
+    write: Any
+    statx: Any
+
+
+def _bind() -> _Libc | None:
     try:
         libc = ctypes.PyDLL(None, use_errno=True)
-        flock, write, statx = libc.flock, libc.write, libc.statx
+        calls = _Libc(libc.flock, libc.write, libc.statx)
     except (OSError, AttributeError):
         return None
-    flock.argtypes, flock.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    write.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
-    write.restype = ctypes.c_ssize_t
-    statx.argtypes = [
+    calls.flock.argtypes, calls.flock.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    calls.write.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
+    calls.write.restype = ctypes.c_ssize_t
+    calls.statx.argtypes = [
         ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_char_p
     ]
-    statx.restype = ctypes.c_int
-    return flock, write, statx
+    calls.statx.restype = ctypes.c_int
+    return calls
 
 
 _CALLS = _bind()
 #: Whether the calls below keep the GIL (else they are the ``os`` calls).
 AVAILABLE = _CALLS is not None
+#: statx(2) refused by the kernel (before Linux 4.11: ENOSYS) or by a container's
+#: seccomp profile (older Docker profiles: EPERM); ``os.stat`` then does the work.
+_STATX_REFUSED = frozenset({errno.ENOSYS, errno.EPERM})
 
 
 def _error(*filename: str) -> OSError:
@@ -78,7 +88,7 @@ def try_flock(fd: int) -> bool:
         except BlockingIOError:
             return False
         return True
-    while _CALLS[0](fd, fcntl.LOCK_EX | fcntl.LOCK_NB) != 0:
+    while _CALLS.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB) != 0:
         code = ctypes.get_errno()
         if code == errno.EWOULDBLOCK:
             return False
@@ -91,7 +101,7 @@ def unlock(fd: int) -> None:
     if _CALLS is None:
         fcntl.flock(fd, fcntl.LOCK_UN)
         return
-    while _CALLS[0](fd, fcntl.LOCK_UN) != 0:
+    while _CALLS.flock(fd, fcntl.LOCK_UN) != 0:
         if ctypes.get_errno() != errno.EINTR:
             raise _error()
 
@@ -101,7 +111,7 @@ def write(fd: int, data: bytes) -> int:
     if _CALLS is None:
         return os.write(fd, data)
     while True:
-        written: int = _CALLS[1](fd, data, len(data))
+        written: int = _CALLS.write(fd, data, len(data))
         if written >= 0:
             return written
         if ctypes.get_errno() != errno.EINTR:
@@ -126,27 +136,32 @@ class FileStat:
     """``stat`` of one path, again and again, into one buffer (not shared between
     threads: the caller holds a lock while it uses it)."""
 
-    __slots__ = ("_buffer", "_path", "path")
+    __slots__ = ("_buffer", "_path", "_statx", "path")
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._path = os.fsencode(path)
         self._buffer = ctypes.create_string_buffer(_STATX_SIZE)
+        self._statx = None if _CALLS is None else _CALLS.statx
 
     def now(self) -> FileInfo | None:
         """The path's file now; None if there is none (other errors raise ``OSError``)."""
-        if _CALLS is None:
+        buffer = self._buffer
+        while self._statx is not None and self._statx(
+            _AT_FDCWD, self._path, 0, _STATX_BASIC_STATS, buffer
+        ):
+            code = ctypes.get_errno()
+            if code == errno.ENOENT:
+                return None
+            if code in _STATX_REFUSED:
+                self._statx = None  # for good: the os call below, from now on
+            elif code != errno.EINTR:
+                raise _error(self.path)
+        if self._statx is None:
             try:
                 return FileInfo.of(os.stat(self.path))
             except FileNotFoundError:
                 return None
-        buffer = self._buffer
-        while _CALLS[2](_AT_FDCWD, self._path, 0, _STATX_BASIC_STATS, buffer):
-            code = ctypes.get_errno()
-            if code == errno.ENOENT:
-                return None
-            if code != errno.EINTR:
-                raise _error(self.path)
         mode, ino, size, sec, nsec, major, minor = _STATX_FIELDS.unpack_from(
             buffer, _STATX_FIELDS_AT
         )

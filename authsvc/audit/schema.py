@@ -217,11 +217,15 @@ def _sealed(event: dict[str, Any], body: bytes, prev: str) -> EncodedEvent:
     event["chain"] = {"prev": prev, "hash": digest}
     sealed = EncodedEvent(event)
     prev_json = json.dumps(prev).encode("utf-8")
-    member = b'"chain":{"prev":' + prev_json + b"}"
+    member = _CHAIN_OPEN + prev_json + b"}"
     if body.count(member) == 1:
-        hashed = b'"chain":{"hash":"' + digest.encode("ascii") + b'","prev":' + prev_json + b"}"
-        sealed.line = body.replace(member, hashed) + b"\n"
+        sealed.line = body.replace(member, _hashed_chain(digest, prev_json)) + b"\n"
     return sealed
+
+
+def _hashed_chain(digest: str, prev_json: bytes) -> bytes:
+    """The sealed event's chain member (sorted keys put ``hash`` first)."""
+    return b'"chain":{"hash":"' + digest.encode("ascii") + b'","prev":' + prev_json + b"}"
 
 
 # Placeholders for what only the chain's lock decides (seq, chain.prev): an event is
@@ -277,7 +281,6 @@ def seal_draft(draft: Draft, seq: int, prev: str) -> EncodedEvent:
     sealed["seq"] = seq
     sealed["chain"] = {"prev": prev, "hash": digest}
     sealed.line = b"".join(
-        (head, b'"chain":{"hash":"', digest.encode("ascii"), b'","prev":', prev_json, b"}",
-         middle, seq_json, tail, b"\n")
+        (head, _hashed_chain(digest, prev_json), middle, seq_json, tail, b"\n")
     )
     return sealed

@@ -122,7 +122,9 @@ class _FileLock:
     """A lock for the threads of this process and, by ``flock``, for other processes.
 
     The lock file is opened on first use (so a sink on a missing directory fails when it
-    is used, with the reason, not when it is built) and kept open.
+    is used, with the reason, not when it is built) and kept open. ``with lock:`` holds
+    both (a class of its own, not a generator: it is taken once per write on the token
+    path).
     """
 
     def __init__(self, path: str) -> None:
@@ -130,7 +132,7 @@ class _FileLock:
         self.threads = threading.Lock()
         self._fd: int | None = None
 
-    def acquire(self) -> None:
+    def __enter__(self) -> None:
         self.threads.acquire()
         try:
             if self._fd is None:
@@ -141,20 +143,12 @@ class _FileLock:
             self.threads.release()
             raise
 
-    def release(self) -> None:
+    def __exit__(self, *exc: object) -> None:
         try:
             assert self._fd is not None
             fileio.unlock(self._fd)
         finally:
             self.threads.release()
-
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        self.acquire()
-        try:
-            yield
-        finally:
-            self.release()
 
     def close(self) -> None:
         with self.threads:
@@ -244,19 +238,13 @@ class FileAuditLog:
         self._lock.close()
 
     def _append(self, data: bytes) -> None:
-        # The lock's acquire and release by hand, not ``held()``: this runs once per
-        # batch of events on the token path.
-        lock = self._lock
         try:
-            lock.acquire()
-            try:
+            with self._lock:
                 fd, info = self._current_fd()
                 if self._due(info, len(data)):
                     self._rotate(info)
                     fd, info = self._current_fd()
                 self._write(fd, info, data)
-            finally:
-                lock.release()
         except OSError as exc:
             raise AuditUnavailable(
                 f"the audit file {self.path} cannot be written: {_describe(exc)}",
@@ -459,7 +447,7 @@ class SpoolingAuditLog:
     @contextmanager
     def _held(self) -> Iterator[None]:
         try:
-            with self._lock.held():
+            with self._lock:
                 yield
         except OSError as exc:
             raise self._unavailable(exc) from exc

@@ -9,9 +9,10 @@ appends one batch at a time per process, so one connection of the stream's own, 
 lock, serves it without the pool.
 
 The connection is made from the client's pool (``make_connection``), so it has the same
-address, credentials, database, TLS and timeouts. After a failed exchange it is
-dropped; a connection the server closed is replaced and the append sent once more
-(appends are idempotent by ``event_id``); a forked child makes its own.
+address, credentials, database, TLS and timeouts. After a failed exchange its socket is
+closed and the next command opens a new one; when the server had closed it, the append
+is sent once more at once (appends are idempotent by ``event_id``). A forked child makes
+a connection of its own.
 """
 
 from __future__ import annotations
@@ -70,22 +71,22 @@ class AuditConnection:
         except redis.ResponseError:
             raise  # the server's answer, read whole: the connection is still in step
         except BaseException:
-            self._drop()  # a reply may still be on its way
+            # A reply may still be on its way: close the socket; the next command on
+            # this connection opens a new one.
+            connection.disconnect()
             raise
 
     def close(self) -> None:
         with self._lock:
-            self._drop()
+            if self._connection is not None and self._pid == os.getpid():
+                self._connection.disconnect()
+            self._connection = None
 
     def _current(self) -> _Connection:
         if self._connection is None or self._pid != os.getpid():
-            # (a forked child leaves its parent's socket alone: redis-py shuts a
-            # connection down only in the process that made it)
+            # Made once per process (a forked child leaves its parent's alone: redis-py
+            # shuts a connection down only in the process that made it). The pool counts
+            # it as made, so it is never made again for a reconnection.
             self._connection = cast(_Connection, self._pool.make_connection())
             self._pid = os.getpid()
         return self._connection
-
-    def _drop(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None and self._pid == os.getpid():
-            connection.disconnect()

@@ -3,6 +3,7 @@ library's calls through ctypes) as with the ``os`` calls they stand in for."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
@@ -95,3 +96,25 @@ def test_write_appends_the_bytes(calls: str, tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert path.read_bytes() == b'{"a":1}\n{"b":"\xc3\xa9"}\n'
+
+
+@pytest.mark.parametrize("refusal", [errno.ENOSYS, errno.EPERM])
+def test_a_statx_the_kernel_or_seccomp_refuses_gives_way_to_os_stat(
+    refusal: int, tmp_path: Path
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(b"x" * 10)
+    calls: list[object] = []
+
+    def refused(*args: object) -> int:  # as libc's statx returns under such a kernel
+        calls.append(args)
+        ctypes.set_errno(refusal)
+        return -1
+
+    stat = fileio.FileStat(str(path))
+    stat._statx = refused
+    assert stat.now() == fileio.FileInfo.of(os.stat(path))
+    path.write_bytes(b"x" * 20)
+    info = stat.now()
+    assert info is not None and info.size == 20
+    assert len(calls) == 1  # refused once, not asked again

@@ -60,9 +60,12 @@ def test_a_connection_the_server_closed_is_replaced_without_a_failure(
     durable_redis: DurableRedis, store: RedisStore
 ) -> None:
     admin = _admin(durable_redis)
+    connection = store._audit_connection._connection
     assert admin.client_kill_filter(_type="normal", skipme=True) >= 1  # its idle timeout
     assert _append(store, _event(2)) == 1
     assert [e["n"] for _, e in store.read_audit()] == [1, 2]
+    # The same connection, with a new socket: none taken from the pool's count again.
+    assert store._audit_connection._connection is connection
 
 
 def test_a_stopped_server_fails_the_append_by_name_and_a_restarted_one_takes_the_next(
