@@ -7,15 +7,15 @@ is recorded as exactly one audit event before the answer leaves.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from authsvc.anomaly.backoff import COUNTED_REASONS, Backoff
 from authsvc.anomaly.risk import OpenAlerts
 from authsvc.audit import AuditLog, new_event_id
-from authsvc.audit.schema import SCHEMA
+from authsvc.audit.schema import SCHEMA, PlainEvent, PlainValue
 from authsvc.config import Settings
 from authsvc.errors import (
     AuthsvcError,
@@ -115,6 +115,21 @@ def _secret_of(credential: Credential) -> str | None:
     if isinstance(credential, RefreshToken | SubjectToken):
         return credential.token
     return None
+
+
+def _plain_claim(value: object) -> PlainValue:
+    """A claim as the audit trail holds it: its JSON value, but a number with a fraction
+    or an exponent (a float, which the trail has no canonical form for) as its JSON
+    text. Claims come from JSON (``loads_strict``: no NaN or Infinity)."""
+    if value is None or isinstance(value, str | int):  # (bool is an int)
+        return value
+    if isinstance(value, float):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return [_plain_claim(member) for member in value]
+    if isinstance(value, dict):
+        return {str(key): _plain_claim(member) for key, member in value.items()}
+    return str(value)  # (JSON has no other kind of value)
 
 
 def _rfc3339(timestamp: int) -> str:
@@ -315,10 +330,13 @@ class TokenService:
 
     def _base_event(
         self, request: TokenRequest, auth: Authenticated | None, now: int
-    ) -> dict[str, Any]:
+    ) -> PlainEvent:
+        """The members every token event has. Built of typed values only (a
+        ``PlainEvent``: the chain encodes it without walking it); the claims, which the
+        issuer chose, pass through ``_plain_claim``."""
         credential = request.credential
         kind = _CREDENTIAL_KINDS[type(credential)]
-        actor: dict[str, Any] = {"credential": kind}
+        actor: dict[str, PlainValue] = {"credential": kind}
         if isinstance(credential, Password):
             actor["username"] = credential.username
         secret = _secret_of(credential)
@@ -333,32 +351,34 @@ class TokenService:
                 account=identity.account,
             )
             if identity.groups:
-                actor["groups"] = sorted(identity.groups)
+                groups: list[PlainValue] = [*sorted(identity.groups)]
+                actor["groups"] = groups
             if identity.claims:
                 actor["claims"] = {
-                    name: identity.claims[name] for name in _AUDITED_CLAIMS
+                    name: _plain_claim(identity.claims[name]) for name in _AUDITED_CLAIMS
                     if name in identity.claims
                 }
             if auth.reuse:
                 actor["reuse"] = True
-        return {
-            "schema": SCHEMA,
-            "event_id": new_event_id(),
-            "time": int(self._clock() * 1000),
-            "type": "token.issue",
-            "actor": actor,
-            "client": {
+        scopes: list[PlainValue] = [*request.scopes]
+        return PlainEvent(
+            schema=SCHEMA,
+            event_id=new_event_id(),
+            time=int(self._clock() * 1000),
+            type="token.issue",
+            actor=actor,
+            client={
                 "ip": request.client_ip,
                 "user_agent": request.user_agent,
                 "client_id": request.client_id,
             },
-            "request": {
+            request={
                 "service": request.service,
-                "scopes": list(request.scopes),
+                "scopes": scopes,
                 "grant_type": request.grant_type,
                 "offline": request.offline,
             },
-        }
+        )
 
     def _record_grant(
         self,
@@ -379,13 +399,16 @@ class TokenService:
                 "rules": list(decision.matched_rules),
                 "policy": self.policy.digest,
             },
-            token={"jti": minted.jti, "exp": minted.expires_at, "kid": minted.kid},
         )
+        token: dict[str, PlainValue] = {
+            "jti": minted.jti, "exp": minted.expires_at, "kid": minted.kid
+        }
         if open_alert is not None:  # the lifetime was cut short by the risk response
-            event["token"]["open_alert"] = open_alert
+            token["open_alert"] = open_alert
+        event["token"] = token
         self._record(event)
 
-    def _record(self, event: dict[str, Any]) -> None:
+    def _record(self, event: PlainEvent) -> None:
         try:
             self._audit.record(event)
         except Exception as exc:

@@ -7,7 +7,7 @@ bcrypt does, and the benchmark uses the production default of 12.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from flask.testing import FlaskClient
 
 from authsvc.app import Dependencies, create_app
 from authsvc.audit import MemoryAuditLog
+from authsvc.audit.schema import PlainEvent, canonical_json
 from authsvc.config import Settings, parse_settings
 from authsvc.identity.static import hash_password
 from authsvc.store import Store
@@ -120,6 +121,26 @@ class Clock:
         self.now += seconds
 
 
+class PlainCheckingAuditLog(MemoryAuditLog):
+    """Keeps events; holds each ``PlainEvent`` to its promise (what the chain trusts
+    without walking it), so that every decision path the tests drive checks it."""
+
+    def record(self, event: Mapping[str, Any]) -> None:
+        if type(event) is PlainEvent:
+            walked = canonical_json(dict(event))  # walked; the exact path names a refusal
+            assert canonical_json(event, plain=True) == walked, "not a plain event"
+            assert _only_plain(event), f"a PlainEvent holds a value of another type: {event}"
+        super().record(event)
+
+
+def _only_plain(value: object) -> bool:
+    if isinstance(value, dict) and type(value) in (dict, PlainEvent):
+        return all(type(k) is str and _only_plain(v) for k, v in value.items())
+    if type(value) is list:
+        return all(_only_plain(v) for v in value)
+    return type(value) in (str, int, bool, type(None))
+
+
 @dataclass
 class Harness:
     app: Flask
@@ -135,7 +156,7 @@ MakeHarness = Callable[..., Harness]
 @pytest.fixture
 def make_harness(make_settings: MakeSettings) -> MakeHarness:
     def make(settings: Settings | None = None, *, store: Store | None = None) -> Harness:
-        audit = MemoryAuditLog()
+        audit = PlainCheckingAuditLog()
         clock = Clock()
         used_store = store or MemoryStore()
         app = create_app(

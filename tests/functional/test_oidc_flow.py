@@ -14,9 +14,12 @@ from typing import Any
 import jwt
 import pytest
 
+from authsvc.app import create_app
+from authsvc.audit.verify import public_keys, read_jsonl, verify_events
 from authsvc.config import parse_settings
 from authsvc.store import Store
 from authsvc.store.redis import RedisStore
+from authsvc.tokens import KeyRing
 from tests.conftest import SERVICE, Harness, MakeHarness, base_config, basic
 from tests.oidc_issuer import AUDIENCE, TestIssuer
 
@@ -424,3 +427,33 @@ def test_a_rule_can_shorten_the_tokens_it_grants(
     minted = jwt.decode(r.get_json()["token"], options={"verify_signature": False})
     assert minted["exp"] - minted["iat"] == 90
     assert r.get_json()["expires_in"] == 90
+
+
+def test_a_claim_with_a_fraction_is_recorded_as_its_text_through_the_real_trail(
+    keys_dir: Path, tmp_path: Path, issuer: TestIssuer
+) -> None:
+    """The trail has no floats: a number claim with a fraction or an exponent is kept as
+    its JSON text, so the decision is recorded (it was a 503: the chain refused the
+    event), and the trail still verifies."""
+    settings = parse_settings(config(keys_dir, issuer), base_dir=tmp_path, environ={})
+    client = create_app(settings).test_client()
+    token = issuer.mint(github_claims(
+        run_id=1234.5, run_attempt=1, job_workflow_ref=None,
+        project_path={"group": [2.5e-300, True, 7]}, pipeline_id=2**70,
+    ))
+    r = client.get(
+        f"/token?service={SERVICE}&scope=repository:ci/acme/app/img:push",
+        headers=basic("ci", token),
+    )
+    assert r.status_code == 200, r.get_json()
+    assert access(r.get_json()["token"])  # granted: the rule matched as before
+    path = tmp_path / "audit" / "audit.jsonl"
+    (event,) = [e for e in read_jsonl(path) if e["type"] == "token.issue"]
+    claims = event["actor"]["claims"]
+    assert claims["run_id"] == "1234.5"
+    assert claims["project_path"] == {"group": ["2.5e-300", True, 7]}
+    assert claims["pipeline_id"] == 2**70
+    assert claims["job_workflow_ref"] is None
+    assert claims["repository"] == "Acme/App"
+    report = verify_events(list(read_jsonl(path)), keys=public_keys(KeyRing.load(keys_dir)))
+    assert report.ok, report.first_problem

@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authsvc.audit.schema import GENESIS, _exact_json, canonical_json, event_hash, uuid7
+from authsvc.audit.schema import (
+    GENESIS,
+    PlainEvent,
+    _exact_json,
+    canonical_json,
+    event_hash,
+    uuid7,
+)
 
 
 def test_uuid7_is_version_7_and_time_ordered() -> None:
@@ -62,10 +69,13 @@ def test_the_fast_and_the_exact_encoder_agree(value: dict[str, object]) -> None:
     try:
         expected = _exact_json(value)
     except (ValueError, TypeError) as exc:  # lone surrogates: refused by both, alike
-        with pytest.raises(type(exc), match=re.escape(str(exc))):
-            canonical_json(value)
+        for plain in (False, True):
+            with pytest.raises(type(exc), match=re.escape(str(exc))):
+                canonical_json(value, plain=plain)
         return
     assert canonical_json(value) == expected
+    # A PlainEvent is not walked: the same bytes
+    assert canonical_json(PlainEvent(value), plain=True) == expected  # type: ignore[arg-type]
 
 
 def test_every_code_point_is_escaped_as_the_exact_encoder_escapes_it() -> None:
@@ -88,6 +98,7 @@ def test_every_code_point_is_escaped_as_the_exact_encoder_escapes_it() -> None:
 )
 def test_values_only_the_exact_path_encodes_come_out_the_same(value: object) -> None:
     assert canonical_json(value) == _exact_json(value)
+    assert canonical_json(value, plain=True) == _exact_json(value)
 
 
 class _Key(str):
