@@ -1,0 +1,61 @@
+"""bench/audit.py: each audit run against the no-audit runs around it."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.audit import Paired, format_rows, order, pair
+from bench.load import Measurement
+from bench.report import NO_AUDIT
+
+
+def run(rate: float, *, non200: int = 0, cpu_us: float = 500.0) -> Measurement:
+    requests = int(rate * 3) + non200
+    return Measurement(
+        requests=requests, seconds=3.0, non200=non200, socket_errors=0, timeouts=0,
+        p50_ms=10.0, p90_ms=20.0, p99_ms=30.0, mean_ms=12.0, max_ms=40.0, first_bad="",
+        connections=16, duration=3, cpu_seconds=cpu_us * (requests - non200) / 1e6,
+    )
+
+
+def test_the_audit_cases_swap_places_every_round() -> None:
+    assert order(0) == ("h-audit-file", "i-audit-redis")
+    assert order(1) == ("i-audit-redis", "h-audit-file")
+    assert order(2) == order(0)
+
+
+def test_each_run_is_taken_to_the_mean_of_the_no_audit_runs_around_it() -> None:
+    no_audit = [run(1000), run(2000), run(1000)]
+    runs = [
+        (0, "h-audit-file", run(1350)),
+        (0, "i-audit-redis", run(1500)),
+        (1, "i-audit-redis", run(900, cpu_us=600)),
+        (1, "h-audit-file", run(1425)),
+    ]
+    h, i = pair("memory", no_audit, runs)
+    assert (h.case, i.case) == ("h-audit-file", "i-audit-redis")
+    assert h.ratios == pytest.approx([0.9, 0.95])  # 1350 / 1500, 1425 / 1500
+    assert i.ratios == pytest.approx([1.0, 0.6])
+    assert i.cpu_ratios == pytest.approx([1.0, 500 / 600])
+    assert h.verdict() == "PASS"  # median 0.925
+    assert i.verdict() == "BELOW"  # median 0.8
+
+
+def test_errors_fail_the_case_whatever_its_ratio() -> None:
+    row = Paired("h-audit-file", "redis", runs=[run(1000, non200=1)], around=[1000.0],
+                 around_cpu=[500.0])
+    assert row.verdict() == "ERRORS"
+    table = format_rows([row])
+    assert "redis   h-audit-file" in table and "ERRORS" in table
+
+
+def test_the_table_names_the_target_and_each_case() -> None:
+    no_audit = [run(1000), run(1000)]
+    rows = pair("memory", no_audit, [(0, "h-audit-file", run(950)), (0, "i-audit-redis", run(850))])
+    lines = format_rows(rows).splitlines()
+    assert "target 0.9" in lines[0]
+    assert lines[1].split()[:4] == ["memory", "h-audit-file", "0.95", "0.95-0.95"]
+    assert lines[1].endswith("PASS")
+    assert lines[2].split()[:3] == ["memory", "i-audit-redis", "0.85"]
+    assert lines[2].endswith("BELOW")
+    assert NO_AUDIT not in "".join(lines[1:])
