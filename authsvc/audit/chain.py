@@ -59,7 +59,7 @@ import base64
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from cryptography.hazmat.primitives import hashes
@@ -135,7 +135,7 @@ class _Waiting:
         self.wake: threading.Lock | None = None
 
 
-def _settle(batch: list[_Waiting], error: BaseException | None) -> None:
+def _settle(batch: Sequence[_Waiting], error: BaseException | None) -> None:
     for waiting in batch:
         waiting.error = error
         waiting.done = True
@@ -287,12 +287,12 @@ class ChainedAuditLog:
 
     def _one_by_one(self, batch: list[_Waiting]) -> None:
         for waiting in batch:
+            error: BaseException | None = None
             try:
-                self._send(self._sealed([waiting]))
+                self._send([seal_draft(waiting.draft, self._seq + 1, self._prev)])
             except (ValueError, TypeError) as exc:
-                _settle([waiting], exc)
-            else:
-                _settle([waiting], None)
+                error = exc
+            _settle((waiting,), error)
 
     def _sealed(self, batch: list[_Waiting]) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
@@ -308,12 +308,10 @@ class ChainedAuditLog:
         return self._seq - self._first_uncovered + 1
 
     def _checkpoint_due(self) -> bool:
-        if self._signer is None or not self._uncovered():
+        uncovered = self._uncovered()
+        if self._signer is None or not uncovered:
             return False
-        return (
-            self._uncovered() >= self._every
-            or self._clock() - self._last_checkpoint >= self._seconds
-        )
+        return uncovered >= self._every or self._clock() - self._last_checkpoint >= self._seconds
 
     def _prepared(self, event: Mapping[str, Any]) -> dict[str, Any]:
         chained: dict[str, Any] = dict(event)

@@ -274,7 +274,8 @@ _HEX_DIGITS = "0123456789abcdef"
 
 class Draft:
     """An event encoded but for its ``seq`` and ``chain.prev`` (see ``seal_draft``);
-    ``plain``: the event is a ``PlainEvent``'s copy (see ``canonical_json``).
+    ``event`` becomes the draft's (a copy made for it); ``plain``: a ``PlainEvent``'s
+    copy (see ``canonical_json``).
 
     ``template`` is that encoding cut around the two: ``(before the chain member,
     between it and seq, after seq)``; None when the cut is not sure (the event holds a
@@ -283,9 +284,12 @@ class Draft:
     __slots__ = ("event", "template")
 
     def __init__(self, event: dict[str, Any], *, plain: bool = False) -> None:
+        # The event is the draft's own: it holds the placeholders until it is sealed
+        # (seal_draft and seal set both members anew).
         self.event = event
-        probe = {**event, "seq": _SEQ_PLACEHOLDER, "chain": {"prev": _PREV_PLACEHOLDER}}
-        encoded = canonical_json(probe, plain=plain)  # refuses floats: before the lock
+        event["seq"] = _SEQ_PLACEHOLDER
+        event["chain"] = {"prev": _PREV_PLACEHOLDER}
+        encoded = canonical_json(event, plain=plain)  # refuses floats: before the lock
         self.template: tuple[bytes, bytes, bytes] | None = None
         around_prev = encoded.split(_PREV_JSON)
         if len(around_prev) == 2:
