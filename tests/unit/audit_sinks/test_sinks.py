@@ -197,6 +197,79 @@ def test_file_sink_rotates_when_the_day_changes(tmp_path: Path) -> None:
     assert [e["seq"] for e in _lines(path)] == [2, 3, 4]
 
 
+def _file_seqs(path: Path) -> list[int]:
+    return [e["seq"] for e in _lines(path)] if path.exists() else []
+
+
+def test_a_rotation_by_another_writer_and_its_writes_are_seen_at_once(tmp_path: Path) -> None:
+    """Through the lock file's shared counters, not a look at the path: with the look
+    an hour away, each writer still counts the other's bytes and follows its rotation."""
+    path = tmp_path / "audit.log"
+    first, second = FileAuditLog(path, max_bytes=700), FileAuditLog(path, max_bytes=700)
+    for sink in (first, second):
+        sink.RECHECK_SECONDS = 3600
+    for seq in range(1, 9):  # about 300 bytes each: two to a file
+        (first if seq % 2 else second).record(_event("w", seq))
+
+    files = _rotation_order(path)
+    assert [[e["seq"] for e in _lines(p)] for p in files] == [[1, 2], [3, 4], [5, 6], [7, 8]]
+    assert (len(first.rotated), second.rotated) == (3, [])  # 3, 5 and 7 rotated
+    assert (tmp_path / "audit.log.lock").stat().st_size == 16
+
+
+def test_a_file_moved_by_hand_takes_the_writes_until_the_path_is_looked_at(
+    tmp_path: Path,
+) -> None:
+    path, moved = tmp_path / "audit.log", tmp_path / "moved.log"
+    sink = FileAuditLog(path)
+    sink.RECHECK_SECONDS = 3600
+    sink.record(_event("w", 1))
+    os.rename(path, moved)
+    sink.record(_event("w", 2))  # within RECHECK_SECONDS: to the file it has open
+    assert (_file_seqs(moved), _file_seqs(path)) == ([1, 2], [])
+
+    sink.RECHECK_SECONDS = 0.01
+    sink.record(_event("w", 3))  # (the next look is due: an hour was set at the last)
+    sink._look_at = 0.0  # as if RECHECK_SECONDS had passed
+    sink.record(_event("w", 4))
+    assert (_file_seqs(moved), _file_seqs(path)) == ([1, 2, 3], [4])
+
+
+def test_a_file_deleted_by_hand_is_made_again_after_the_recheck(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    sink = FileAuditLog(path)
+    sink.record(_event("w", 1))
+    os.unlink(path)
+    time.sleep(sink.RECHECK_SECONDS * 2)
+    sink.record(_event("w", 2))
+    assert _file_seqs(path) == [2]
+
+
+def test_a_size_miscounted_is_put_right_at_the_next_look(tmp_path: Path) -> None:
+    """A writer killed between its write and its count leaves the shared size short;
+    the next look at the path sets it from the file."""
+    path = tmp_path / "audit.log"
+    sink = FileAuditLog(path, max_bytes=700)
+    sink.record(_event("w", 1))
+    sink.record(_event("w", 2))
+    with sink._lock:
+        sink._lock.shared[1] = 0  # the size counter: as if neither write had been counted
+    sink._look_at = 0.0
+    sink.record(_event("w", 3))  # looked at: 600-odd bytes, so 3 goes to a new file
+    assert [[e["seq"] for e in _lines(p)] for p in _rotation_order(path)] == [[1, 2], [3]]
+
+
+def test_a_lock_file_of_an_older_version_is_extended(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    (tmp_path / "audit.log.lock").write_bytes(b"")  # what earlier versions left
+    sink = FileAuditLog(path)
+    sink.record(_event("w", 1))
+    sink.close()
+    assert (tmp_path / "audit.log.lock").read_bytes()[8:] == path.stat().st_size.to_bytes(
+        8, sys.byteorder
+    )
+
+
 def _write_events(path: str, writer: str, count: int, max_bytes: int) -> None:
     """One process's share of the concurrent-writers test (run under spawn)."""
     sink = FileAuditLog(path, max_bytes=max_bytes)
