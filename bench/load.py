@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +104,15 @@ def group_cpu_seconds(pgid: int) -> float:
         if int(fields[2]) == pgid:
             total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / ticks
+
+
+def find_wrk() -> str | None:
+    """wrk's path, or None (after saying how to install it) when it is not installed."""
+    wrk = shutil.which("wrk") or "/usr/bin/wrk"
+    if Path(wrk).exists():
+        return wrk
+    print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+    return None
 
 
 def run_wrk(

@@ -64,7 +64,7 @@ from bench.fixture import (  # noqa: E402
     start_floor,
     start_private_redis,
 )
-from bench.load import Load, Options, measure  # noqa: E402
+from bench.load import Load, Options, find_wrk, measure  # noqa: E402
 from bench.oidc_issuer import MIN_REUSE_LIFETIME, BenchIssuers, TokenPool  # noqa: E402
 from bench.processes import (  # noqa: E402
     BENCH_DIR,
@@ -303,9 +303,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    wrk = shutil.which("wrk") or "/usr/bin/wrk"
-    if not Path(wrk).exists():
-        print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+    wrk = find_wrk()
+    if wrk is None:
         return 2
     options = Options(
         duration=args.duration,

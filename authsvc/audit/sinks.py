@@ -93,16 +93,27 @@ def _describe(exc: OSError) -> str:
     return f"{reason} ({name})" if name else reason
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    written = fileio.write(fd, data)  # all of it, but for a full disk or a signal
-    if written == len(data):
-        return
-    view = memoryview(data)[written:]
-    while view:
-        written = os.write(fd, view)
-        if written <= 0:  # pragma: no cover - a regular file never returns 0 here
-            raise OSError(errno.EIO, "write wrote nothing")
-        view = view[written:]
+def _append_all(fd: int, data: bytes, *, sync: bool) -> None:
+    """Write all of ``data`` at the end of ``fd`` (and fdatasync it when ``sync``), or
+    cut what was written of it back off and raise: neither a torn line nor one that is
+    not on disk is left for the next write to follow. The caller holds the file's lock,
+    so nobody wrote after it. (Only regular files can be cut; on others the cut fails
+    quietly.)"""
+    written = 0
+    try:
+        written = fileio.write(fd, data)  # all of it, but for a full disk or a signal
+        while written < len(data):
+            more = os.write(fd, memoryview(data)[written:])
+            if more <= 0:  # pragma: no cover - a regular file never returns 0 here
+                raise OSError(errno.EIO, "write wrote nothing")
+            written += more
+        if sync:
+            _sync(fd)
+    except OSError:
+        if written:
+            with suppress(OSError):
+                os.ftruncate(fd, os.fstat(fd).st_size - written)
+        raise
 
 
 def _sync(fd: int) -> None:
@@ -305,8 +316,8 @@ class FileAuditLog:
                     fd, info = self._current_fd(shared, look=True)  # sure, before renaming
                     if self._due(info, shared[_SIZE], len(data)):
                         self._rotate(info, shared)
-                        fd, info = self._current_fd(shared, look=True)
-                self._write(fd, info, data)
+                        fd, _ = self._current_fd(shared, look=True)
+                _append_all(fd, data, sync=self._fsync)
                 shared[_SIZE] += len(data)
         except OSError as exc:
             raise AuditUnavailable(
@@ -381,25 +392,6 @@ class FileAuditLog:
         self.rotated.append(target)
         if self._fsync:
             _sync_dir(self.path)
-
-    def _write(self, fd: int, info: fileio.FileInfo, data: bytes) -> None:
-        written = 0
-        try:
-            written = fileio.write(fd, data)  # all of it, but for a full disk or a signal
-            while written < len(data):
-                more = os.write(fd, memoryview(data)[written:])
-                if more <= 0:  # pragma: no cover - a regular file never returns 0 here
-                    raise OSError(errno.EIO, "write wrote nothing")
-                written += more
-            if self._fsync:
-                _sync(fd)
-        except OSError:
-            # Cut what this write added back off (we hold the lock: nobody wrote after
-            # it), a torn line or one that is not on disk.
-            if written and stat.S_ISREG(info.mode):
-                with suppress(OSError):
-                    os.ftruncate(fd, os.fstat(fd).st_size - written)
-            raise
 
 
 # -- the spool ----------------------------------------------------------------------
@@ -587,13 +579,7 @@ class SpoolingAuditLog:
             start = _complete_lines_end(fd, info.st_size)
             if start != info.st_size:  # a torn line from a crash: never acknowledged
                 os.ftruncate(fd, start)
-            try:
-                _write_all(fd, lines)
-                _sync(fd)
-            except OSError:
-                with suppress(OSError):
-                    os.ftruncate(fd, start)
-                raise
+            _append_all(fd, lines, sync=True)
         finally:
             os.close(fd)
         if created:
@@ -728,8 +714,7 @@ def _replace(path: str, data: bytes) -> None:
     temporary = f"{path}.tmp"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        _write_all(fd, data)
-        _sync(fd)
+        _append_all(fd, data, sync=True)
     finally:
         os.close(fd)
     os.replace(temporary, path)

@@ -142,6 +142,49 @@ def test_file_sink_appends_one_compact_json_line_per_event_and_syncs(
     assert oct(path.stat().st_mode & 0o777) == "0o600"
 
 
+def _failing_sync(monkeypatch: pytest.MonkeyPatch, failures: int) -> None:
+    """The next ``failures`` fdatasync calls fail with EIO (a disk that lost the data)."""
+    real = os.fdatasync
+    left = [failures]
+
+    def fdatasync(fd: int) -> None:
+        if left[0] > 0:
+            left[0] -= 1
+            raise OSError(errno.EIO, "Input/output error")
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+
+
+def test_a_line_that_could_not_be_synced_is_cut_back_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused, so the chain sends it again: left in the file, it would be there twice."""
+    path = tmp_path / "audit.log"
+    sink = FileAuditLog(path)
+    sink.record(_event("w", 1))
+    _failing_sync(monkeypatch, 1)
+    with pytest.raises(AuditUnavailable, match=r"cannot be written: .*\(EIO\)"):
+        sink.record_many([_event("w", 2), _event("w", 3)])
+    assert _file_seqs(path) == [1]
+    sink.record(_event("w", 2))
+    assert _file_seqs(path) == [1, 2]
+
+
+def test_a_spooled_line_that_could_not_be_synced_is_cut_back_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool_path = tmp_path / "spool.jsonl"
+    sink = _FlakySink()
+    sink.down = True
+    spool = SpoolingAuditLog(sink, spool_path)
+    spool.record(_event("w", 1))
+    _failing_sync(monkeypatch, 1)
+    with pytest.raises(AuditUnavailable, match=r"the spool .* cannot be written: .*\(EIO\)"):
+        spool.record(_event("w", 2))
+    assert _file_seqs(spool_path) == [1]
+
+
 def test_file_sink_without_fsync_does_not_sync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,15 +7,11 @@ import pytest
 from bench.audit import Paired, format_rows, order, pair
 from bench.load import Measurement
 from bench.report import NO_AUDIT
+from tests.unit.bench_report.measurements import measurement
 
 
 def run(rate: float, *, non200: int = 0, cpu_us: float = 500.0) -> Measurement:
-    requests = int(rate * 3) + non200
-    return Measurement(
-        requests=requests, seconds=3.0, non200=non200, socket_errors=0, timeouts=0,
-        p50_ms=10.0, p90_ms=20.0, p99_ms=30.0, mean_ms=12.0, max_ms=40.0, first_bad="",
-        connections=16, duration=3, cpu_seconds=cpu_us * (requests - non200) / 1e6,
-    )
+    return measurement(rate, seconds=3, non200=non200, cpu_us=cpu_us)
 
 
 def test_the_audit_cases_swap_places_every_round() -> None:

@@ -17,15 +17,11 @@ from bench.report import (
     format_detector_table,
     write_json,
 )
+from tests.unit.bench_report.measurements import measurement
 
 
 def run(rate: float, *, non200: int = 0, cpu_us: float = 1000.0) -> Measurement:
-    requests = int(rate * 10) + non200
-    return Measurement(
-        requests=requests, seconds=10.0, non200=non200, socket_errors=0, timeouts=0,
-        p50_ms=10.0, p90_ms=20.0, p99_ms=30.0, mean_ms=12.0, max_ms=40.0, first_bad="",
-        connections=16, duration=10, cpu_seconds=cpu_us * (requests - non200) / 1e6,
-    )
+    return measurement(rate, non200=non200, cpu_us=cpu_us)
 
 
 def outcome(b: list[Measurement], j: list[Measurement]) -> StoreResult:
