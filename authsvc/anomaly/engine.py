@@ -48,6 +48,10 @@ class Finding:
     #: Other (entity, key) pairs of the same detector this alert stands for: they are
     #: claimed with it, so the same attack seen at a coarser grain is not alerted again.
     covers: Sequence[tuple[str, str]] = field(default=())
+    #: The detector the finding is reported for, when not the one reporting it: of two
+    #: detectors that join two events, the one that sees the second (in processing
+    #: order) reports. Dropped when that detector is not running.
+    detector: str = ""
 
 
 class Detector(Protocol):
@@ -106,7 +110,21 @@ class Engine:
             running = still
         if not findings:
             return []
-        return self._claim(view, ops, findings)
+        return self._claim(view, ops, self._attributed(findings))
+
+    def _attributed(
+        self, findings: list[tuple[Detector, Finding]]
+    ) -> list[tuple[Detector, Finding]]:
+        """Each finding with the detector it is for (``Finding.detector``)."""
+        out: list[tuple[Detector, Finding]] = []
+        for reporter, finding in findings:
+            if not finding.detector or finding.detector == reporter.name:
+                out.append((reporter, finding))
+                continue
+            named = next((d for d in self.detectors if d.name == finding.detector), None)
+            if named is not None:
+                out.append((named, finding))
+        return out
 
     def _claim(
         self, view: EventView, ops: Ops, findings: list[tuple[Detector, Finding]]

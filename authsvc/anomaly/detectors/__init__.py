@@ -31,7 +31,11 @@ def build_detectors(settings: Detectors) -> list[Detector]:
     every: list[tuple[bool, Detector]] = [
         (
             d.password_spray.enabled,
-            SprayDetector(d.password_spray, flag_for=d.success_after_spray.window),
+            SprayDetector(
+                d.password_spray,
+                flag_for=d.success_after_spray.window,
+                successes=d.success_after_spray.enabled,
+            ),
         ),
         (d.success_after_spray.enabled, SuccessAfterSprayDetector(d.success_after_spray)),
         (d.brute_force.enabled, BruteForceDetector(d.brute_force)),

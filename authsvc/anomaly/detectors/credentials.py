@@ -24,8 +24,13 @@ __all__ = [
 ]
 
 #: State key prefix of a source flagged by ``password_spray`` (read by
-#: ``success_after_spray``; the flag lasts that detector's window).
+#: ``success_after_spray``; the flag lasts that detector's window). Fields: ``until``
+#: (seconds) and ``since`` (milliseconds: the time of the failure that flagged it first).
 SPRAYED = "sprayed:"
+#: State key prefix of the password logins that succeeded from a source, written by
+#: ``success_after_spray`` and read by ``password_spray`` when it flags the source:
+#: principal -> "time_ms event_id" (its latest), kept that detector's window.
+SUCCEEDED = "succeeded:"
 
 
 class SprayDetector:
@@ -34,14 +39,21 @@ class SprayDetector:
 
     A source many people log in from (an office NAT) sees typos from many accounts: it
     is a spray only when the failing accounts also outnumber ``shared_source_ratio``
-    times the accounts that logged in from it successfully over the slow window."""
+    times the accounts that logged in from it successfully over the slow window.
+
+    It flags a source it alerts on for ``success_after_spray`` (``flag_for`` seconds).
+    With ``successes`` (that detector runs) it also does that detector's half of the
+    join for the successes handled before the flag was set, which several consumers
+    sharing a stream do: a success from the source no earlier than the failure that set
+    the flag is reported for ``success_after_spray`` here."""
 
     name = "password_spray"
 
-    def __init__(self, settings: PasswordSpray, flag_for: int) -> None:
+    def __init__(self, settings: PasswordSpray, flag_for: int, *, successes: bool = False) -> None:
         self.settings = settings
         self.severity = settings.severity
         self._flag_for = flag_for
+        self._successes = successes
 
     def observe(self, view: EventView, ops: Ops, found: Found) -> Iterator[None]:
         s = self.settings
@@ -71,6 +83,9 @@ class SprayDetector:
                 ops.distinct(f"spray:slow:ip:{view.ip}", [view.username], s.slow_window),
             ),
         ]
+        sources = [f"ip:{view.ip}", *([view.network] if view.network else [])]
+        # The flags as they stand, for the time they were first set (``since``).
+        flags = [ops.hgetall(SPRAYED + source) for source in sources] if self._successes else []
         if view.network:
             checks.append(
                 (
@@ -110,20 +125,37 @@ class SprayDetector:
                     )
                 )
                 break  # the finest grain that fires stands for the coarser ones
-        if flagged:
-            ops.hset(
-                SPRAYED + f"ip:{view.ip}",
-                {"until": str(view.now + self._flag_for)},
-                self._flag_for,
-                prompt=True,  # success_after_spray reads it, maybe in another consumer
-            )
-            if view.network:
-                ops.hset(
-                    SPRAYED + view.network,
-                    {"until": str(view.now + self._flag_for)},
-                    self._flag_for,
-                    prompt=True,
+        if not flagged:
+            return
+        until = view.now + self._flag_for
+        for position, source in enumerate(sources):
+            fields = {"until": str(until)}
+            if self._successes:
+                fields["since"] = _since(flags[position].value, view)
+            # prompt: success_after_spray reads it, maybe in another consumer
+            ops.hset(SPRAYED + source, fields, self._flag_for, prompt=True)
+        if not self._successes:
+            return
+        # In the same batch as the flag: a success handled meanwhile elsewhere either
+        # finds the flag or is found here (its batch writes the success, then reads).
+        logins_from = [ops.hgetall(SUCCEEDED + source) for source in sources]
+        yield
+        from_ip: set[str] = set()
+        for source, logins in zip(sources, logins_from, strict=True):
+            hit = _first_success(logins.value, view.time_ms, until * 1000, exclude=from_ip)
+            from_ip |= {seen.split(" ", 1)[-1] for seen in logins.value.values()}
+            if hit is None:
+                continue
+            account, event_id = hit
+            found(
+                Finding(
+                    entity=source,
+                    window=self._flag_for,
+                    evidence={"account": account, "sprayed_source": source},
+                    event_ids=[event_id, view.event_id],
+                    detector=SuccessAfterSprayDetector.name,
                 )
+            )
 
 
 class SuccessAfterSprayDetector:
@@ -138,13 +170,17 @@ class SuccessAfterSprayDetector:
     def observe(self, view: EventView, ops: Ops, found: Found) -> Iterator[None]:
         if not view.succeeded or not view.ip or view.credential != "password":
             return
-        flags = [(f"ip:{view.ip}", ops.hgetall(SPRAYED + f"ip:{view.ip}"))]
-        if view.network:
-            flags.append((view.network, ops.hgetall(SPRAYED + view.network)))
+        assert view.principal is not None
+        seen = {view.principal: f"{view.time_ms} {view.event_id}"}
+        flags = []
+        for source in [f"ip:{view.ip}", *([view.network] if view.network else [])]:
+            # Written before the flag is read (see SprayDetector): one of the two
+            # events' batches sees the other's write, whichever consumer runs it.
+            ops.hset(SUCCEEDED + source, seen, self.settings.window, prompt=True)
+            flags.append((source, ops.hgetall(SPRAYED + source)))
         yield
         for entity, flag in flags:
-            until = flag.value.get("until")
-            if until is not None and int(until) >= view.now:
+            if _flagged_at(flag.value, view):
                 found(
                     Finding(
                         entity=entity,
@@ -155,6 +191,42 @@ class SuccessAfterSprayDetector:
                     )
                 )
                 return
+
+
+def _since(flag: dict[str, str], view: EventView) -> str:
+    """The flag's ``since`` if it still stands, else this event's time (ms)."""
+    since = flag.get("since")
+    until = flag.get("until")
+    if since is not None and until is not None and int(until) >= view.now:
+        return since
+    return str(view.time_ms)
+
+
+def _flagged_at(flag: dict[str, str], view: EventView) -> bool:
+    """Whether the source was flagged when the event happened: the flag's ``until`` is
+    not past, and the event is no earlier than its ``since`` (the first failure that
+    set it; a flag without one, written before it existed, has no lower bound)."""
+    until = flag.get("until")
+    if until is None or int(until) < view.now:
+        return False
+    since = flag.get("since")
+    return since is None or int(since) <= view.time_ms
+
+
+def _first_success(
+    logins: dict[str, str], start_ms: int, end_ms: int, *, exclude: set[str]
+) -> tuple[str, str] | None:
+    """The earliest (account, event_id) of ``logins`` within [start_ms, end_ms], but
+    for the events in ``exclude`` (ties: the account first in sort order)."""
+    hits: list[tuple[int, str, str]] = []
+    for account, seen in logins.items():
+        time_ms, _, event_id = seen.partition(" ")
+        if event_id not in exclude and start_ms <= int(time_ms) <= end_ms:
+            hits.append((int(time_ms), account, event_id))
+    if not hits:
+        return None
+    _, account, event_id = min(hits)
+    return account, event_id
 
 
 class BruteForceDetector:

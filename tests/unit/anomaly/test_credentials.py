@@ -92,6 +92,71 @@ def test_success_after_spray_pages(run: Run) -> None:
     assert of(run([*spray, other], ONLY_SPRAY), "success_after_spray") == []
 
 
+# Several consumers sharing a stream handle events out of order: a success can be
+# handled before the failure that flags its source. These feed the engine in such an
+# order; whichever of the two is handled second reports.
+
+
+def test_a_success_handled_before_the_spray_that_precedes_it_still_pages(run: Run) -> None:
+    spray = [failure(f"u{i}", "203.0.113.9", T0 + i) for i in range(5)]
+    hit = success("u3", "203.0.113.9", T0 + 600)
+    alerts = of(run([hit, *spray], ONLY_SPRAY), "success_after_spray")
+    assert [(a["entity"], a["severity"], a["evidence"], a["event_ids"]) for a in alerts] == [
+        (
+            "ip:203.0.113.9",
+            "page",
+            {"account": "static:u3", "sprayed_source": "ip:203.0.113.9"},
+            [hit["event_id"], spray[-1]["event_id"]],  # the success, the flagging failure
+        )
+    ]
+
+
+def test_a_success_earlier_than_the_spray_is_not_paged_in_either_order(run: Run) -> None:
+    spray = [failure(f"u{i}", "203.0.113.9", T0 + 10 + i) for i in range(5)]
+    before = success("u3", "203.0.113.9", T0 + 5)  # before the failure that flags
+    for order in ([before, *spray], [*spray, before]):
+        assert of(run(order, ONLY_SPRAY), "success_after_spray") == []
+    # A success a second after the flagging failure pages, in either order.
+    after = success("u3", "203.0.113.9", T0 + 15)
+    for order in ([after, *spray], [*spray, after]):
+        paged = of(run(order, ONLY_SPRAY), "success_after_spray")
+        assert [a["evidence"]["account"] for a in paged] == ["static:u3"]
+
+
+def test_a_success_handled_first_pages_once_however_often_the_spray_flags(run: Run) -> None:
+    spray = [failure(f"u{i}", "203.0.113.9", T0 + i) for i in range(9)]  # flags 5 times
+    first = success("u3", "203.0.113.9", T0 + 20)
+    later = success("u7", "203.0.113.9", T0 + 30)  # handled after the flag: same window
+    alerts = of(run([first, *spray, later], ONLY_SPRAY), "success_after_spray")
+    assert [(a["entity"], a["evidence"]["account"]) for a in alerts] == [
+        ("ip:203.0.113.9", "static:u3")
+    ]
+
+
+def test_a_success_from_the_network_handled_first_pages_for_the_network(run: Run) -> None:
+    spray = [failure(f"u{i}", f"198.51.100.{i + 1}", T0 + i) for i in range(8)]
+    neighbour = success("u2", "198.51.100.200", T0 + 60)
+    alerts = of(run([neighbour, *spray], ONLY_SPRAY), "success_after_spray")
+    assert [(a["entity"], a["evidence"]["account"]) for a in alerts] == [
+        ("net:198.51.100.0/24", "static:u2")
+    ]
+    # A success from the flagging address itself pages for the address alone (it is
+    # also one of the network's, as when handled after the flag).
+    same = success("u2", "198.51.100.8", T0 + 60)
+    for order in ([same, *spray], [*spray, same]):
+        paged = of(run(order, ONLY_SPRAY), "success_after_spray")
+        assert [a["entity"] for a in paged] == ["ip:198.51.100.8"]
+
+
+def test_no_success_after_spray_is_reported_when_that_detector_is_off(run: Run) -> None:
+    spray = [failure(f"u{i}", "203.0.113.9", T0 + i) for i in range(5)]
+    hit = success("u3", "203.0.113.9", T0 + 600)
+    off = {**ONLY_SPRAY, "success_after_spray": {"enabled": False}}
+    alerts = run([hit, *spray, hit], off)
+    assert of(alerts, "success_after_spray") == []
+    assert [a["alert"]["detector"] for a in alerts] == ["password_spray"]
+
+
 BRUTE = {"brute_force": {"threshold": 6, "window": 600}, "password_spray": {"enabled": False}}
 
 
