@@ -232,8 +232,10 @@ class _MemoryOps:
 
     def hset(self, key: str, fields: Mapping[str, str], ttl: int, *, prompt: bool = False) -> None:
         def run() -> None:
-            current = dict(self._state.live(key, self.now) or {})
-            current.update(fields)
+            current = self._state.live(key, self.now)
+            if current is None:
+                current = {}
+            current.update(fields)  # in place: a source's successes may be many
             self._state.put(key, self.now + ttl, current)
 
         run()
