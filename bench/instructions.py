@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,11 @@ _COLLECTED = re.compile(r"Collected : (\d+)")
 
 def serve_requests(config: Path, count: int, *, no_audit: bool) -> None:
     """In this process: build the app from ``config``, then ``count`` anonymous pulls."""
+    serve(wsgi_app(config, no_audit=no_audit), count)
+
+
+def wsgi_app(config: Path, *, no_audit: bool) -> Any:
+    """The Flask app of ``config`` (``no_audit``: bench/noaudit.py's, for good)."""
     if no_audit:
         from bench.noaudit import patch
 
@@ -55,7 +61,12 @@ def serve_requests(config: Path, count: int, *, no_audit: bool) -> None:
     from authsvc.app import create_app
     from authsvc.config import load_settings
 
-    app = create_app(load_settings(config))
+    return create_app(load_settings(config))
+
+
+def serve(app: Any, count: int, timings: list[int] | None = None) -> None:
+    """``count`` anonymous pulls as WSGI calls; each one's nanoseconds into ``timings``.
+    Exits when one is not answered 200."""
     path, _, query = ANON_PATH.partition("?")
     environ: dict[str, Any] = {
         "REQUEST_METHOD": "GET",
@@ -85,10 +96,13 @@ def serve_requests(config: Path, count: int, *, no_audit: bool) -> None:
 
     for _ in range(count):
         request = dict(environ, **{"wsgi.input": io.BytesIO()})
+        started = time.perf_counter_ns()
         body = app(request, start_response)
         b"".join(body)
         if hasattr(body, "close"):
             body.close()
+        if timings is not None:
+            timings.append(time.perf_counter_ns() - started)
         if statuses.pop() != "200 OK":
             raise SystemExit(f"bench.instructions: {path} did not answer 200")
 
