@@ -29,8 +29,14 @@ __all__ = [
 SPRAYED = "sprayed:"
 #: State key prefix of the password logins that succeeded from a source, written by
 #: ``success_after_spray`` and read by ``password_spray`` when it flags the source:
-#: principal -> "time_ms event_id" (its latest), kept that detector's window.
+#: ``succeeded:{source}:{bucket}``, principal -> "time_ms event_id" (its latest), one
+#: hash per ``window`` seconds of event time (``bucket`` = time // window), kept two
+#: windows: a busy source's hash holds the accounts of one window, not of all time.
 SUCCEEDED = "succeeded:"
+
+
+def _succeeded(source: str, now: int, window: int) -> str:
+    return f"{SUCCEEDED}{source}:{now // window}"
 
 
 class SprayDetector:
@@ -138,12 +144,20 @@ class SprayDetector:
             return
         # In the same batch as the flag: a success handled meanwhile elsewhere either
         # finds the flag or is found here (its batch writes the success, then reads).
-        logins_from = [ops.hgetall(SUCCEEDED + source) for source in sources]
+        # Successes no earlier than this failure are in its window's hash or the next.
+        logins_from = [
+            [ops.hgetall(_succeeded(source, at, self._flag_for))
+             for at in (view.now, view.now + self._flag_for)]
+            for source in sources
+        ]  # fmt: skip
         yield
         from_ip: set[str] = set()
-        for source, logins in zip(sources, logins_from, strict=True):
-            hit = _first_success(logins.value, view.time_ms, until * 1000, exclude=from_ip)
-            from_ip |= {seen.split(" ", 1)[-1] for seen in logins.value.values()}
+        for source, handles in zip(sources, logins_from, strict=True):
+            logins = {}
+            for handle in handles:  # the later window's last: an account's latest wins
+                logins.update(handle.value)
+            hit = _first_success(logins, view.time_ms, until * 1000, exclude=from_ip)
+            from_ip |= {seen.split(" ", 1)[-1] for seen in logins.values()}
             if hit is None:
                 continue
             account, event_id = hit
@@ -176,7 +190,8 @@ class SuccessAfterSprayDetector:
         for source in [f"ip:{view.ip}", *([view.network] if view.network else [])]:
             # Written before the flag is read (see SprayDetector): one of the two
             # events' batches sees the other's write, whichever consumer runs it.
-            ops.hset(SUCCEEDED + source, seen, self.settings.window, prompt=True)
+            window = self.settings.window
+            ops.hset(_succeeded(source, view.now, window), seen, 2 * window, prompt=True)
             flags.append((source, ops.hgetall(SPRAYED + source)))
         yield
         for entity, flag in flags:

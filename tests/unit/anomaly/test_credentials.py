@@ -111,6 +111,20 @@ def test_a_success_handled_before_the_spray_that_precedes_it_still_pages(run: Ru
     ]
 
 
+def test_a_success_handled_first_is_found_across_the_hour_its_record_is_kept_by(
+    run: Run,
+) -> None:
+    # Successes are kept in one record per window (an hour) of event time: the spray
+    # flags its source in the last second of one, the success came in the next.
+    assert T0 % 3600 == 0
+    spray = [failure(f"u{i}", "203.0.113.9", T0 + 3595 + i) for i in range(5)]
+    hit = success("u3", "203.0.113.9", T0 + 3605)
+    alerts = of(run([hit, *spray], ONLY_SPRAY), "success_after_spray")
+    assert [(a["entity"], a["event_ids"]) for a in alerts] == [
+        ("ip:203.0.113.9", [hit["event_id"], spray[-1]["event_id"]])
+    ]
+
+
 def test_a_success_earlier_than_the_spray_is_not_paged_in_either_order(run: Run) -> None:
     spray = [failure(f"u{i}", "203.0.113.9", T0 + 10 + i) for i in range(5)]
     before = success("u3", "203.0.113.9", T0 + 5)  # before the failure that flags
