@@ -152,7 +152,7 @@ class _FileLock:
         self._fd: int | None = None
         self._share = shared
         self._map: mmap.mmap | None = None
-        self.shared: memoryview = memoryview(bytearray(16)).cast("Q")  # until mapped
+        self.shared = _unmapped()
 
     def __enter__(self) -> None:
         self.threads.acquire()
@@ -190,7 +190,7 @@ class _FileLock:
         with self.threads:
             if self._map is not None:
                 self.shared.release()
-                self.shared = memoryview(bytearray(16)).cast("Q")
+                self.shared = _unmapped()
                 self._map.close()
                 self._map = None
             if self._fd is not None:
@@ -201,6 +201,12 @@ class _FileLock:
 #: The file lock's shared page: the rotation count and the file's size (see FileAuditLog).
 _SHARED_BYTES = 16
 _GENERATION, _SIZE = 0, 1
+
+
+def _unmapped() -> memoryview:
+    """The counters of a lock whose file is not mapped (before it is opened, after it is
+    closed): this process's own, as the mapped ones read."""
+    return memoryview(bytearray(_SHARED_BYTES)).cast("Q")
 
 
 # -- the store ----------------------------------------------------------------------

@@ -3,7 +3,7 @@ credential stuffing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from authsvc.anomaly.engine import Finding, Found
 from authsvc.anomaly.settings import (
@@ -151,16 +151,17 @@ class SprayDetector:
             for source in sources
         ]  # fmt: skip
         yield
-        from_ip: set[str] = set()
+        from_ip: set[str] = set()  # the address's own successes are not the network's
         for source, handles in zip(sources, logins_from, strict=True):
-            logins = {}
-            for handle in handles:  # the later window's last: an account's latest wins
-                logins.update(handle.value)
-            hit = _first_success(logins, view.time_ms, until * 1000, exclude=from_ip)
-            from_ip |= {seen.split(" ", 1)[-1] for seen in logins.values()}
-            if hit is None:
+            logins = _logins(handle.value for handle in handles)
+            hits = [
+                login for login in logins
+                if login[2] not in from_ip and view.time_ms <= login[0] <= until * 1000
+            ]  # fmt: skip
+            from_ip |= {event_id for _, _, event_id in logins}
+            if not hits:
                 continue
-            account, event_id = hit
+            _, account, event_id = min(hits)  # the earliest (ties: by account)
             found(
                 Finding(
                     entity=source,
@@ -208,40 +209,37 @@ class SuccessAfterSprayDetector:
                 return
 
 
+def _stands(flag: dict[str, str], view: EventView) -> bool:
+    """Whether the flag's ``until`` is not past at the event."""
+    until = flag.get("until")
+    return until is not None and int(until) >= view.now
+
+
 def _since(flag: dict[str, str], view: EventView) -> str:
     """The flag's ``since`` if it still stands, else this event's time (ms)."""
     since = flag.get("since")
-    until = flag.get("until")
-    if since is not None and until is not None and int(until) >= view.now:
-        return since
-    return str(view.time_ms)
+    return since if since is not None and _stands(flag, view) else str(view.time_ms)
 
 
 def _flagged_at(flag: dict[str, str], view: EventView) -> bool:
-    """Whether the source was flagged when the event happened: the flag's ``until`` is
-    not past, and the event is no earlier than its ``since`` (the first failure that
-    set it; a flag without one, written before it existed, has no lower bound)."""
-    until = flag.get("until")
-    if until is None or int(until) < view.now:
-        return False
+    """Whether the source was flagged when the event happened: the flag stands, and the
+    event is no earlier than its ``since`` (the first failure that set it; a flag
+    without one, written before it existed, has no lower bound)."""
     since = flag.get("since")
-    return since is None or int(since) <= view.time_ms
+    return _stands(flag, view) and (since is None or int(since) <= view.time_ms)
 
 
-def _first_success(
-    logins: dict[str, str], start_ms: int, end_ms: int, *, exclude: set[str]
-) -> tuple[str, str] | None:
-    """The earliest (account, event_id) of ``logins`` within [start_ms, end_ms], but
-    for the events in ``exclude`` (ties: the account first in sort order)."""
-    hits: list[tuple[int, str, str]] = []
-    for account, seen in logins.items():
+def _logins(records: Iterable[dict[str, str]]) -> list[tuple[int, str, str]]:
+    """(time_ms, account, event_id) of each account's latest success in ``records``
+    (``SUCCEEDED`` hashes, oldest first: a later one's entry for an account wins)."""
+    latest: dict[str, str] = {}
+    for record in records:
+        latest.update(record)
+    out: list[tuple[int, str, str]] = []
+    for account, seen in latest.items():
         time_ms, _, event_id = seen.partition(" ")
-        if event_id not in exclude and start_ms <= int(time_ms) <= end_ms:
-            hits.append((int(time_ms), account, event_id))
-    if not hits:
-        return None
-    _, account, event_id = min(hits)
-    return account, event_id
+        out.append((int(time_ms), account, event_id))
+    return out
 
 
 class BruteForceDetector:
