@@ -8,10 +8,13 @@ its throughput. This one times the audit's stages in the request as it runs, wit
 
 * the token request (the WSGI call) and the decision in it (``TokenService.issue``);
 * the audit's part of the decision (``TokenService._record``), and within it:
-  * the draft: the event encoded but for its seq and prev (``Draft``);
-  * the seal: those spliced in, and the SHA-256 (``seal_draft``);
+  * the seal: the event encoded with its seq and prev, its SHA-256 and its line
+    (``seal``);
   * the sink's write (``FileAuditLog._append``, or for the stream
     ``StoreAuditLog.record_many``).
+
+(A caller that finds another writing drafts its event instead, for the writer to seal:
+that never happens in one thread.)
 
 It serves the anonymous pull of the audit cases on the ``memory://`` store, as WSGI
 calls in one thread, for ``sink: file`` and ``sink: redis`` (the in-process stream),
@@ -51,8 +54,7 @@ from bench.processes import REPO, BenchError
 STAGES: tuple[tuple[str, str, str | None, str], ...] = (
     ("decision", "authsvc.service", "TokenService", "issue"),
     ("audit record", "authsvc.service", "TokenService", "_record"),
-    ("  draft", "authsvc.audit.chain", None, "Draft"),
-    ("  seal", "authsvc.audit.chain", None, "seal_draft"),
+    ("  seal", "authsvc.audit.chain", None, "seal"),
     ("  file write", "authsvc.audit.sinks", "FileAuditLog", "_append"),
     ("  stream append", "authsvc.audit.sinks", "StoreAuditLog", "record_many"),
 )

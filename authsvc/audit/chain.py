@@ -7,14 +7,16 @@
 ``prev`` advance only once the sink has accepted the event.
 
 Group commit: the events of concurrent requests go to the sink together. A ``record``
-queues its event and waits; one caller at a time is the leader, which takes every
-queued event, chains them in queue order and hands them to the sink in one
-``record_many`` (one Redis round trip, one ``fdatasync``), so the order in the sink is
-the order of the chain. While it writes, new events queue behind it, and the first of
-their callers leads the next batch. Each caller returns once the sink has its event,
-or raises what the sink raised. (One event at a time under a lock, the sink's round
-trip or fsync held every other request of the process.) A sink without
-``record_many`` gets the batch one event at a time.
+that finds nobody writing seals its event (seq and prev are known then) and writes it
+at once. Otherwise it queues its event, encoded but for seq and prev (a ``Draft``), and
+waits; one caller at a time is the leader, which takes every queued event, chains them
+in queue order and hands them to the sink in one ``record_many`` (one Redis round
+trip, one ``fdatasync``), so the order in the sink is the order of the chain. While it
+writes, new events queue behind it, and the first of their callers leads the next
+batch. Each caller returns once the sink has its event, or raises what the sink raised.
+(One event at a time under a lock, the sink's round trip or fsync held every other
+request of the process.) A sink without ``record_many`` gets the batch one event at a
+time.
 
 A sink that fails may still have taken the events: Redis can write them to its
 append-only file and die before it answers. So a refused batch is kept, and sent again
@@ -70,6 +72,7 @@ from authsvc.audit.schema import (
     GENESIS,
     SCHEMA,
     Draft,
+    EncodedEvent,
     PlainEvent,
     canonical_json,
     seal,
@@ -195,11 +198,26 @@ class ChainedAuditLog:
         """Chain the event and hand it to the sink; raise if the sink refuses it."""
         if event.get("type") == CHECKPOINT_TYPE:
             raise ValueError(f"{CHECKPOINT_TYPE} events are written by the chain itself")
-        # Encoded by the caller, but for seq and prev: the leader only splices those in
+        prepared = self._prepared(event)
+        plain = type(event) is PlainEvent  # its copy stays plain: _prepared adds strings
+        with self._mutex:
+            if self._closed:
+                raise RuntimeError("the audit log is closed")
+            alone = not self._leading
+            self._leading = True
+        if alone:
+            # Nobody writes, so nothing is queued: this caller knows seq and prev, and
+            # seals and writes its event itself, encoding it once (the common case: in
+            # a request, 18 us against 21 with a draft and a queue of one, file sink).
+            try:
+                self._commit_one(prepared, plain)
+            finally:
+                self._hand_over()
+            return
+        # Someone writes: encoded now but for seq and prev, which the leader splices in
         # (measured: 8 threads lost ~25% of their throughput when the whole encoding
         # was made by the one thread that writes).
-        # A PlainEvent's copy stays plain: _prepared adds only strings.
-        waiting = _Waiting(Draft(self._prepared(event), plain=type(event) is PlainEvent))
+        waiting = _Waiting(Draft(prepared, plain=plain))
         with self._mutex:
             if self._closed:
                 raise RuntimeError("the audit log is closed")
@@ -208,7 +226,7 @@ class ChainedAuditLog:
                 wake = waiting.wake = threading.Lock()
                 wake.acquire()
                 self._queue.append(waiting)
-            else:  # nobody leads, so nothing is queued: lead a batch of this one
+            else:  # the writer is done and nothing is queued: lead a batch of this one
                 self._leading = True
         if wake is None:
             self._lead([waiting])
@@ -252,12 +270,23 @@ class ChainedAuditLog:
         try:
             self._commit(batch)
         finally:
-            with self._mutex:
-                successor = self._queue[0] if self._queue else None
-                self._leading = successor is not None
-            if successor is not None:
-                assert successor.wake is not None  # (queued callers have one)
-                successor.wake.release()
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Give up the lead: to the first caller queued, if any."""
+        with self._mutex:
+            successor = self._queue[0] if self._queue else None
+            self._leading = successor is not None
+        if successor is not None:
+            assert successor.wake is not None  # (queued callers have one)
+            successor.wake.release()
+
+    def _commit_one(self, event: dict[str, Any], plain: bool) -> None:
+        """Seal and write the leader's own event; raise what its caller is to get."""
+        self._send_pending()
+        event["seq"] = self._seq + 1
+        self._send([seal(event, self._prev, plain=plain)])  # (an invalid one: ValueError)
+        self._checkpoint_if_due()
 
     def _commit(self, batch: list[_Waiting]) -> None:
         """Write a batch of queued events and tell each caller how it went."""
@@ -275,6 +304,11 @@ class ChainedAuditLog:
         except BaseException as exc:
             _settle([waiting for waiting in batch if not waiting.done], exc)
             return
+        self._checkpoint_if_due()
+
+    def _checkpoint_if_due(self) -> None:
+        """The checkpoint, when due: not part of any caller's decision, so a failure is
+        logged (and it is tried again with the next event), not raised."""
         if self._checkpoint_due():
             try:
                 self._checkpoint()
@@ -313,8 +347,8 @@ class ChainedAuditLog:
             return False
         return uncovered >= self._every or self._clock() - self._last_checkpoint >= self._seconds
 
-    def _prepared(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        chained: dict[str, Any] = dict(event)
+    def _prepared(self, event: Mapping[str, Any]) -> EncodedEvent:
+        chained = EncodedEvent(event)
         chained.setdefault("schema", SCHEMA)
         chained["writer"] = self._writer
         return chained

@@ -229,26 +229,32 @@ class EncodedEvent(dict[str, Any]):
     line: bytes | None = None
 
 
-def seal(event: dict[str, Any], prev: str) -> EncodedEvent:
-    """``event`` chained after ``prev``: ``chain`` = {prev, hash}, with its line."""
-    event["chain"] = {"prev": prev}
-    return _sealed(event, canonical_json(event), prev)
+def seal(event: dict[str, Any], prev: str, *, plain: bool = False) -> EncodedEvent:
+    """``event`` chained after ``prev``: ``chain`` = {prev, hash}, with its line (the
+    event itself when it is an ``EncodedEvent``, else a copy). ``plain``: as for
+    ``canonical_json``.
 
-
-def _sealed(event: dict[str, Any], body: bytes, prev: str) -> EncodedEvent:
-    """``event`` with the hash of ``body`` (its canonical JSON, ``chain`` = {prev}).
-
-    The line is ``body`` with the hash spliced into the one top-level
+    The line is the canonical JSON hashed, with the hash spliced into its one top-level
     ``"chain":{"prev":…}`` member (sorted keys put ``hash`` first); when that member's
     text occurs more than once (a nested look-alike), the sink encodes the event."""
+    event["chain"] = {"prev": prev}
+    body = canonical_json(event, plain=plain)
     digest = hashlib.sha256(body).hexdigest()
     event["chain"] = {"prev": prev, "hash": digest}
-    sealed = EncodedEvent(event)
-    prev_json = json.dumps(prev).encode("utf-8")
+    sealed = event if type(event) is EncodedEvent else EncodedEvent(event)
+    prev_json = _json_string(prev)
     member = _CHAIN_OPEN + prev_json + b"}"
+    sealed.line = None
     if body.count(member) == 1:
         sealed.line = body.replace(member, _hashed_chain(digest, prev_json)) + b"\n"
     return sealed
+
+
+def _json_string(prev: str) -> bytes:
+    """``prev`` as a JSON string (a hex digest has nothing to escape)."""
+    if prev.isascii() and prev.isalnum():
+        return b'"%s"' % prev.encode("ascii")
+    return json.dumps(prev).encode("utf-8")
 
 
 def _hashed_chain(digest: str, prev_json: bytes) -> bytes:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import math
 import mmap
 import os
 import stat
@@ -201,6 +202,8 @@ class _FileLock:
 #: The file lock's shared page: the rotation count and the file's size (see FileAuditLog).
 _SHARED_BYTES = 16
 _GENERATION, _SIZE = 0, 1
+#: No size bound (a file that is not a regular one is never rotated).
+_NO_BOUND = 1 << 64
 
 
 def _unmapped() -> memoryview:
@@ -295,6 +298,10 @@ class FileAuditLog:
         self._info: fileio.FileInfo | None = None  # that file at the last look
         self._generation = -1  # the rotation count when the file was last looked at
         self._look_at = 0.0  # time.monotonic() from which the path is looked at again
+        # While a write keeps the file under these (its size plus the write; the clock)
+        # it is not due for rotation; set with _info (see _bounds).
+        self._size_bound = 0
+        self._day_bounds = (0.0, 0.0)
         self._stat = fileio.FileStat(self.path)
         #: Rotated files this instance produced (newest last); for tools and tests.
         self.rotated: list[str] = []
@@ -314,17 +321,23 @@ class FileAuditLog:
         self._lock.close()
 
     def _append(self, data: bytes) -> None:
+        adding = len(data)
         try:
             with self._lock:
                 shared = self._lock.shared
-                fd, info = self._current_fd(shared, look=False)
-                if self._due(info, shared[_SIZE], len(data)):
-                    fd, info = self._current_fd(shared, look=True)  # sure, before renaming
-                    if self._due(info, shared[_SIZE], len(data)):
-                        self._rotate(info, shared)
-                        fd, _ = self._current_fd(shared, look=True)
+                fd = self._fd
+                day_from, day_to = self._day_bounds
+                # The common case, in one test: nothing to look at, nothing due.
+                if (
+                    fd is None
+                    or time.monotonic() >= self._look_at
+                    or shared[_GENERATION] != self._generation
+                    or shared[_SIZE] + adding > self._size_bound
+                    or not day_from <= self._clock() < day_to
+                ):
+                    fd = self._ready(shared, adding)
                 _append_all(fd, data, sync=self._fsync)
-                shared[_SIZE] += len(data)
+                shared[_SIZE] += adding
         except OSError as exc:
             raise AuditUnavailable(
                 f"the audit file {self.path} cannot be written: {_describe(exc)}",
@@ -332,6 +345,28 @@ class FileAuditLog:
             ) from exc
 
     # -- under the lock --------------------------------------------------------------
+
+    def _ready(self, shared: memoryview, adding: int) -> int:
+        """The descriptor to add ``adding`` bytes to: the path looked at when it is
+        time to, and rotated first when due."""
+        fd, info = self._current_fd(shared, look=False)
+        if self._due(info, shared[_SIZE], adding):
+            fd, info = self._current_fd(shared, look=True)  # sure, before renaming
+            if self._due(info, shared[_SIZE], adding):
+                self._rotate(info, shared)
+                fd, _ = self._current_fd(shared, look=True)
+        return fd
+
+    def _bounds(self, info: fileio.FileInfo) -> None:
+        """What ``_append`` tests instead of ``_due``: the size a write may bring the
+        file to, and the clock's range, within which ``_due`` is false for ``info``."""
+        regular = stat.S_ISREG(info.mode)
+        self._size_bound = self._max_bytes if regular else _NO_BOUND
+        if regular and self._rotate_daily:
+            day = info.mtime // DAY * DAY
+            self._day_bounds = (day, day + DAY)
+        else:
+            self._day_bounds = (-math.inf, math.inf)
 
     def _current_fd(self, shared: memoryview, *, look: bool) -> tuple[int, fileio.FileInfo]:
         """Our descriptor and the file as last looked at; reopened when the path is no
@@ -354,6 +389,7 @@ class FileAuditLog:
             on_disk = self._stat.now()
             if on_disk is not None and (on_disk.dev, on_disk.ino) == self._opened:
                 self._info = on_disk
+                self._bounds(on_disk)
                 shared[_SIZE] = on_disk.size  # what the kernel says, whoever wrote
                 return self._fd, on_disk
             self._close_fd()
@@ -362,6 +398,7 @@ class FileAuditLog:
         info = fileio.FileInfo.of(os.fstat(self._fd))
         self._opened = (info.dev, info.ino)
         self._info = info
+        self._bounds(info)
         shared[_SIZE] = info.size
         return self._fd, info
 

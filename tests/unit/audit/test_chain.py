@@ -519,3 +519,31 @@ def test_a_draft_sealed_under_the_lock_is_what_sealing_the_event_makes() -> None
     sealed = schema.seal_draft(schema.Draft(dict(event)), 7, odd)
     assert dict(sealed) == dict(schema.seal({**event, "seq": 7}, odd))
     assert sealed.line == schema.seal({**event, "seq": 7}, odd).line
+
+
+def test_a_caller_that_finds_nobody_writing_seals_its_event_without_a_draft(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The common case costs one encoding: the draft is for callers that queue."""
+    from authsvc.audit import chain
+
+    def no_draft(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an event was drafted with nobody writing")
+
+    monkeypatch.setattr(chain, "Draft", no_draft)
+    sink = MemoryAuditLog()
+    log = ChainedAuditLog(sink, writer=WRITER, signer=None)
+    for n in (1, 2, 3):
+        log.record(decision(n))
+
+    assert [e["seq"] for e in sink.events] == [1, 2, 3]
+    assert verify_events(sink.events, keys={}).ok
+
+
+def test_sealing_an_encoded_event_again_leaves_no_stale_line() -> None:
+    from authsvc.audit.schema import EncodedEvent, seal
+
+    event = EncodedEvent({"event_id": "e", "time": 1, "type": "token.issue"})
+    assert seal(event, "0" * 64) is event and event.line is not None
+    event["actor"] = {"chain": {"prev": "1" * 64}}  # a nested look-alike of the next one
+    assert seal(event, "1" * 64).line is None  # left to the sink to encode

@@ -240,6 +240,40 @@ def test_file_sink_rotates_when_the_day_changes(tmp_path: Path) -> None:
     assert [e["seq"] for e in _lines(path)] == [2, 3, 4]
 
 
+def test_one_writer_rotates_when_its_clock_passes_midnight_between_looks(
+    tmp_path: Path,
+) -> None:
+    """With the path's next look an hour away, a write still rotates the file when the
+    day of the file's last write is not the clock's (passed, or set back)."""
+    path = tmp_path / "audit.log"
+    shift = [0.0]
+    sink = FileAuditLog(path, clock=lambda: time.time() + shift[0])
+    sink.RECHECK_SECONDS = 3600
+    sink.record(_event("w", 1))
+    sink.record(_event("w", 2))
+    shift[0] = 86400.0  # tomorrow: the file was last written yesterday
+    sink.record(_event("w", 3))
+    shift[0] = 0.0  # (the new file's time is the real one: today again)
+    sink.record(_event("w", 4))
+    shift[0] = -86400.0  # yesterday
+    sink.record(_event("w", 5))
+
+    assert [_file_seqs(Path(p)) for p in sink.rotated] == [[1, 2], [3, 4]]
+    assert _file_seqs(path) == [5]
+
+
+def test_a_file_that_is_not_a_regular_one_is_never_rotated(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    path.symlink_to(os.devnull)
+    sink = FileAuditLog(path, max_bytes=100, fsync=False, clock=lambda: time.time() + 86400)
+    for seq in range(1, 5):  # about 300 bytes each
+        sink.record(_event("w", seq))
+    sink.close()
+
+    assert sink.rotated == []
+    assert path.is_symlink() and os.readlink(path) == os.devnull
+
+
 def _file_seqs(path: Path) -> list[int]:
     return [e["seq"] for e in _lines(path)] if path.exists() else []
 

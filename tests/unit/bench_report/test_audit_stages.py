@@ -39,7 +39,7 @@ def test_the_table_shows_what_ran_and_the_audits_share() -> None:
         "  file write": ["20.0", "-"],
         "  stream append": ["-", "10.0"],
         "audit / request": ["0.125", "0.080"],
-    }  # the draft and the seal ran in neither: no row
+    }  # the seal ran in neither: no row
 
 
 @pytest.mark.parametrize(("sink", "write"), [("file", "  file write"),
@@ -57,8 +57,8 @@ def test_a_timed_run_times_every_stage_of_its_sink_nested_in_the_request(
                             name=f"config-{sink}")
     medians = measure(config, 9, 2, put=monkeypatch.setattr)
     other = "  stream append" if write == "  file write" else "  file write"
-    assert set(medians) == {REQUEST, "decision", "audit record", "  draft", "  seal", write}
+    assert set(medians) == {REQUEST, "decision", "audit record", "  seal", write}
     assert other not in medians
     # each stage runs inside the one above it, in every request, so its median is less
     assert 0 < medians[write] < medians["audit record"] < medians["decision"] < medians[REQUEST]
-    assert 0 < medians["  draft"] < medians["audit record"]
+    assert 0 < medians["  seal"] < medians["audit record"]
