@@ -22,9 +22,11 @@ benchmark: ~1,500 tokens/s at ~700 us of CPU per token (what one worker gives) a
 all on one worker or on both. That, not the audit, decided the ratio of two runs.
 
 Reported per case: the median of those ratios (the figure the target is held to),
-their range, and CPU per token against the no-audit runs' (``cpu``: the servers'
+their range, CPU per token against the no-audit runs' (``cpu``: the servers'
 processes only; a private redis-server's CPU is not in it, though it shares the
-cores). Exits 1 when a median is below the target (0.9), 2 when it cannot run.
+cores), and the context switches per token the case adds to theirs (``cs``: the
+server's threads'; each wait of a request thread is two). Exits 1 when a median is
+below the target (0.9), 2 when it cannot run.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class Paired:
     runs: list[Measurement] = field(default_factory=list)
     around: list[float] = field(default_factory=list)
     around_cpu: list[float] = field(default_factory=list)
+    around_switches: list[float] = field(default_factory=list)
 
     @property
     def ratios(self) -> list[float]:
@@ -86,6 +89,16 @@ class Paired:
             base / cpu
             for r, base in zip(self.runs, self.around_cpu, strict=True)
             if (cpu := r.cpu_us_per_token) and base
+        ]
+
+    @property
+    def added_switches(self) -> list[float]:
+        """Context switches per token over the no-audit runs' (what the audit's waits
+        add; counted only where both were)."""
+        return [
+            switches - base
+            for r, base in zip(self.runs, self.around_switches, strict=True)
+            if (switches := r.switches_per_token) is not None and base
         ]
 
     @property
@@ -117,6 +130,8 @@ def pair(
         target.around.append((before.rate + after.rate) / 2)
         cpus = [c for c in (before.cpu_us_per_token, after.cpu_us_per_token) if c]
         target.around_cpu.append(sum(cpus) / len(cpus) if cpus else 0.0)
+        counts = [c for c in (before.switches_per_token, after.switches_per_token) if c]
+        target.around_switches.append(sum(counts) / len(counts) if counts else 0.0)
     return list(paired.values())
 
 
@@ -169,14 +184,16 @@ def run_store(
 
 def format_rows(rows: Sequence[Paired]) -> str:
     lines = [f"{'store':<7} {'case':<14} {'vs no-audit':>11} {'range':>11} "
-             f"{'cpu vs n':>8}  verdict (target {AUDIT_TARGET})"]
+             f"{'cpu vs n':>8} {'cs/token +':>10}  verdict (target {AUDIT_TARGET})"]
     for row in rows:
-        ratios, cpu = row.ratios, row.cpu_ratios
+        ratios, cpu, added = row.ratios, row.cpu_ratios, row.added_switches
         spread = f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else "-"
         cpu_text = f"{statistics.median(cpu):.2f}" if cpu else "-"
+        added_text = f"{statistics.median(added):+.1f}" if added else "-"
         median = f"{statistics.median(ratios):.2f}" if ratios else "-"
         lines.append(f"{row.store:<7} {row.case:<14} {median:>11} {spread:>11} "
-                     f"{cpu_text:>8}  {row.verdict() if ratios else 'no runs'}")
+                     f"{cpu_text:>8} {added_text:>10}  "
+                     f"{row.verdict() if ratios else 'no runs'}")
     return "\n".join(lines)
 
 

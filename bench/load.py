@@ -63,6 +63,8 @@ class Measurement:
     duration: int
     #: CPU (user + system) the server's processes used during the measured run.
     cpu_seconds: float = 0.0
+    #: Context switches (voluntary and not) of the server's threads during that run.
+    switches: int = 0
     #: With a pool: the values in its file, and the requests sent after it ran out
     #: (they re-sent used values, so they are counted as errors).
     pool_size: int = 0
@@ -76,6 +78,11 @@ class Measurement:
     def cpu_us_per_token(self) -> float | None:
         ok = self.requests - self.non200
         return self.cpu_seconds * 1e6 / ok if ok > 0 and self.cpu_seconds > 0 else None
+
+    @property
+    def switches_per_token(self) -> float | None:
+        ok = self.requests - self.non200
+        return self.switches / ok if ok > 0 and self.switches > 0 else None
 
     @property
     def rate(self) -> float:
@@ -104,6 +111,42 @@ def group_cpu_seconds(pgid: int) -> float:
         if int(fields[2]) == pgid:
             total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / ticks
+
+
+def group_switches(pgid: int) -> int:
+    """Context switches, voluntary and not, of every thread of the live processes in
+    process group ``pgid`` (as ``group_cpu_seconds``).
+
+    In a threaded worker each wait (for a socket, a lock, the GIL) is a switch and
+    another when it ends; their cost is much of a token's CPU, and what a change to
+    the request's waits does shows here first (bench/README.md)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path("/proc", entry, "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            tasks = os.listdir(Path("/proc", entry, "task"))
+        except (OSError, ValueError, IndexError):
+            continue
+        for task in tasks:
+            try:
+                status = Path("/proc", entry, "task", task, "status").read_text()
+            except OSError:
+                continue  # (a thread that has just ended)
+            total += _switch_count(status)
+    return total
+
+
+def _switch_count(status: str) -> int:
+    """The voluntary and nonvoluntary context switches a ``/proc/.../status`` names."""
+    return sum(
+        int(line.split(":", 1)[1])
+        for line in status.splitlines()
+        if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"))
+    )
 
 
 def find_wrk() -> str | None:
@@ -136,12 +179,14 @@ def run_wrk(
     env["BENCH_AUTHORIZATION_FILE"] = str(pool_file or "")
     try:
         cpu_before = group_cpu_seconds(cpu_of) if cpu_of is not None else 0.0
+        switches_before = group_switches(cpu_of) if cpu_of is not None else 0
         try:
             result = subprocess.run(
                 argv, capture_output=True, text=True, env=env, check=False,
                 timeout=load.duration + 60,
             )
             cpu = group_cpu_seconds(cpu_of) - cpu_before if cpu_of is not None else 0.0
+            switches = group_switches(cpu_of) - switches_before if cpu_of is not None else 0
         except subprocess.TimeoutExpired as exc:
             raise BenchError(f"wrk did not finish: {' '.join(argv)}") from exc
     finally:
@@ -177,6 +222,7 @@ def run_wrk(
             connections=load.connections,
             duration=load.duration,
             cpu_seconds=round(cpu, 3),
+            switches=max(0, switches),
             pool_size=pool_size,
             pool_wrapped=wrapped,
         )
@@ -207,9 +253,10 @@ def measure(server: Server, load: Load, options: Options, *, label: str) -> Meas
     result = run_wrk(server.port, load, wrk=options.wrk, wrk_threads=options.wrk_threads,
                      cpu_of=server.process.popen.pid)
     errors = f", {result.errors} ERRORS (first: {result.first_bad})" if result.errors else ""
-    cpu = result.cpu_us_per_token
+    cpu, switches = result.cpu_us_per_token, result.switches_per_token
     print(f"  {label:<34} {result.rate:9.1f} tokens/s  p50 {result.p50_ms:7.1f} ms  "
           f"p99 {result.p99_ms:7.1f} ms  cpu {'-' if cpu is None else f'{cpu:.0f}'} us/token "
+          f"cs {'-' if switches is None else f'{switches:.1f}'}/token "
           f"({result.requests} requests, {load.connections} connections, "
           f"{load.duration} s{errors})", flush=True)
     time.sleep(SETTLE_SECONDS)
