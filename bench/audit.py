@@ -25,8 +25,8 @@ Reported per case: the median of those ratios (the figure the target is held to)
 their range, CPU per token against the no-audit runs' (``cpu``: the servers'
 processes only; a private redis-server's CPU is not in it, though it shares the
 cores), and the context switches per token the case adds to theirs (``cs``: the
-server's threads'; each wait of a request thread is two). Exits 1 when a median is
-below the target (0.9), 2 when it cannot run.
+server's threads', voluntary and not; a thread is switched out at each of its waits).
+Exits 1 when a median is below the target (0.9), 2 when it cannot run.
 """
 
 from __future__ import annotations

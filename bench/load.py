@@ -117,9 +117,10 @@ def group_switches(pgid: int) -> int:
     """Context switches, voluntary and not, of every thread of the live processes in
     process group ``pgid`` (as ``group_cpu_seconds``).
 
-    In a threaded worker each wait (for a socket, a lock, the GIL) is a switch and
-    another when it ends; their cost is much of a token's CPU, and what a change to
-    the request's waits does shows here first (bench/README.md)."""
+    In a threaded worker a thread is switched out at each of its waits (for a socket,
+    a lock, the GIL), and one that waited for a socket often waits for the GIL next;
+    the switches cost much of a token's CPU, and what a change to the request's waits
+    does shows here first (bench/README.md)."""
     total = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():

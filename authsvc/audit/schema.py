@@ -313,7 +313,7 @@ def seal_draft(draft: Draft, seq: int, prev: str) -> EncodedEvent:
         return seal({**draft.event, "seq": seq}, prev)
     head, middle, tail = draft.template
     seq_json = b"%d" % seq
-    prev_json = b'"%s"' % prev.encode("ascii")  # a hex digest: nothing to escape
+    prev_json = _json_string(prev)
     body = b"".join((head, _CHAIN_OPEN, prev_json, b"}", middle, seq_json, tail))
     digest = hashlib.sha256(body).hexdigest()
     sealed = EncodedEvent(draft.event)
