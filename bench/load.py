@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -91,6 +92,21 @@ class Measurement:
         return ok / self.seconds if self.seconds > 0 else 0.0
 
 
+def _group(pgid: int) -> Iterator[tuple[str, list[str]]]:
+    """The live processes of process group ``pgid``: each one's pid and the fields of
+    its ``/proc/PID/stat`` after ``pid (comm)`` (state, ppid, pgrp, ...)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path("/proc", entry, "stat").read_text()
+        except OSError:
+            continue  # (a process that has just ended)
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid:
+            yield entry, fields
+
+
 def group_cpu_seconds(pgid: int) -> float:
     """User + system CPU seconds of the live processes in process group ``pgid``.
 
@@ -99,18 +115,7 @@ def group_cpu_seconds(pgid: int) -> float:
     compete for the cores, which makes it the steadier of the two on a shared machine.
     """
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path("/proc", entry, "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, pgrp...
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / ticks
+    return sum(int(fields[11]) + int(fields[12]) for _, fields in _group(pgid)) / ticks
 
 
 def group_switches(pgid: int) -> int:
@@ -122,19 +127,14 @@ def group_switches(pgid: int) -> int:
     the switches cost much of a token's CPU, and what a change to the request's waits
     does shows here first (bench/README.md)."""
     total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid, _ in _group(pgid):
         try:
-            stat = Path("/proc", entry, "stat").read_text()
-            if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
-                continue
-            tasks = os.listdir(Path("/proc", entry, "task"))
-        except (OSError, ValueError, IndexError):
+            tasks = os.listdir(Path("/proc", pid, "task"))
+        except OSError:
             continue
         for task in tasks:
             try:
-                status = Path("/proc", entry, "task", task, "status").read_text()
+                status = Path("/proc", pid, "task", task, "status").read_text()
             except OSError:
                 continue  # (a thread that has just ended)
             total += _switch_count(status)
