@@ -128,11 +128,17 @@ def pair(
         target = paired[case]
         target.runs.append(run)
         target.around.append((before.rate + after.rate) / 2)
-        cpus = [c for c in (before.cpu_us_per_token, after.cpu_us_per_token) if c]
-        target.around_cpu.append(sum(cpus) / len(cpus) if cpus else 0.0)
-        counts = [c for c in (before.switches_per_token, after.switches_per_token) if c]
-        target.around_switches.append(sum(counts) / len(counts) if counts else 0.0)
+        target.around_cpu.append(_mean(before.cpu_us_per_token, after.cpu_us_per_token))
+        target.around_switches.append(
+            _mean(before.switches_per_token, after.switches_per_token)
+        )
     return list(paired.values())
+
+
+def _mean(*values: float | None) -> float:
+    """The mean of the values there are (0.0: none)."""
+    present = [v for v in values if v]
+    return sum(present) / len(present) if present else 0.0
 
 
 def run_store(

@@ -115,6 +115,7 @@ def group_cpu_seconds(pgid: int) -> float:
     compete for the cores, which makes it the steadier of the two on a shared machine.
     """
     ticks = os.sysconf("SC_CLK_TCK")
+    # (utime and stime, in clock ticks)
     return sum(int(fields[11]) + int(fields[12]) for _, fields in _group(pgid)) / ticks
 
 

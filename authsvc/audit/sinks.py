@@ -328,14 +328,18 @@ class FileAuditLog:
                 fd = self._fd
                 day_from, day_to = self._day_bounds
                 # The common case, in one test: nothing to look at, nothing due.
-                if (
+                look = (
                     fd is None
                     or time.monotonic() >= self._look_at
                     or shared[_GENERATION] != self._generation
+                )
+                if (
+                    look
                     or shared[_SIZE] + adding > self._size_bound
                     or not day_from <= self._clock() < day_to
                 ):
-                    fd = self._ready(shared, adding)
+                    fd = self._ready(shared, adding, look=look)
+                assert fd is not None  # (with none open, look is true)
                 _append_all(fd, data, sync=self._fsync)
                 shared[_SIZE] += adding
         except OSError as exc:
@@ -346,10 +350,10 @@ class FileAuditLog:
 
     # -- under the lock --------------------------------------------------------------
 
-    def _ready(self, shared: memoryview, adding: int) -> int:
-        """The descriptor to add ``adding`` bytes to: the path looked at when it is
-        time to, and rotated first when due."""
-        fd, info = self._current_fd(shared, look=False)
+    def _ready(self, shared: memoryview, adding: int, *, look: bool) -> int:
+        """The descriptor to add ``adding`` bytes to: the path looked at first when
+        ``look``, and rotated first when due."""
+        fd, info = self._current_fd(shared, look=look)
         if self._due(info, shared[_SIZE], adding):
             fd, info = self._current_fd(shared, look=True)  # sure, before renaming
             if self._due(info, shared[_SIZE], adding):
@@ -369,21 +373,15 @@ class FileAuditLog:
             self._day_bounds = (-math.inf, math.inf)
 
     def _current_fd(self, shared: memoryview, *, look: bool) -> tuple[int, fileio.FileInfo]:
-        """Our descriptor and the file as last looked at; reopened when the path is no
-        longer the file we have open (rotated, moved or deleted).
-
-        The path is looked at (one ``statx``) only when ``look``, when the rotation
-        count moved, or once ``RECHECK_SECONDS`` have passed since the last look."""
-        now = time.monotonic()
-        if (
-            self._fd is not None
-            and self._info is not None
-            and not look
-            and now < self._look_at
-            and shared[_GENERATION] == self._generation
-        ):
+        """Our descriptor and the file as last looked at; with ``look``, the path is
+        looked at first (one ``statx``) and reopened when it is no longer the file we
+        have open (rotated, moved or deleted). ``_append`` says when to look: with no
+        file open, when the rotation count moved, once ``RECHECK_SECONDS`` have passed
+        since the last look; ``_ready`` also before a rotation."""
+        if not look:
+            assert self._fd is not None and self._info is not None  # (set together)
             return self._fd, self._info
-        self._look_at = now + self.RECHECK_SECONDS
+        self._look_at = time.monotonic() + self.RECHECK_SECONDS
         self._generation = shared[_GENERATION]
         if self._fd is not None:
             on_disk = self._stat.now()

@@ -39,6 +39,11 @@ def _succeeded(source: str, now: int, window: int) -> str:
     return f"{SUCCEEDED}{source}:{now // window}"
 
 
+def _spray_sources(view: EventView) -> list[str]:
+    """The entities a spray flag is kept for: the address, and its network if known."""
+    return [f"ip:{view.ip}", *([view.network] if view.network else [])]
+
+
 class SprayDetector:
     """Distinct accounts failing from one address, and from one network (/24, /48, ASN
     or named set), in a window; and, slowly, over a day.
@@ -89,7 +94,7 @@ class SprayDetector:
                 ops.distinct(f"spray:slow:ip:{view.ip}", [view.username], s.slow_window),
             ),
         ]
-        sources = [f"ip:{view.ip}", *([view.network] if view.network else [])]
+        sources = _spray_sources(view)
         # The flags as they stand, for the time they were first set (``since``).
         flags = [ops.hgetall(SPRAYED + source) for source in sources] if self._successes else []
         if view.network:
@@ -187,11 +192,11 @@ class SuccessAfterSprayDetector:
             return
         assert view.principal is not None
         seen = {view.principal: f"{view.time_ms} {view.event_id}"}
+        window = self.settings.window
         flags = []
-        for source in [f"ip:{view.ip}", *([view.network] if view.network else [])]:
+        for source in _spray_sources(view):
             # Written before the flag is read (see SprayDetector): one of the two
             # events' batches sees the other's write, whichever consumer runs it.
-            window = self.settings.window
             ops.hset(_succeeded(source, view.now, window), seen, 2 * window, prompt=True)
             flags.append((source, ops.hgetall(SPRAYED + source)))
         yield
